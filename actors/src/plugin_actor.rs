@@ -1,0 +1,589 @@
+//! PluginActor: one plugin instance under supervision; its mailbox orders every call into it.
+//!
+//! Calls start in mailbox order and their awaits overlap (a call's future runs on the arbiter,
+//! not inside the actor's context), so a slow dependency call does not stall the plugin's
+//! events. A fault — a native panic, a runaway loop past the time limit, heap exhaustion, a
+//! broken engine — stops the actor; its `Supervisor` restarts it, and `restarting`/`started`
+//! dispose the old instance and build a new one after an exponential backoff. Too many restarts
+//! within the window mark the plugin `failed` until an operator reloads it.
+
+use std::cell::Cell;
+use std::collections::VecDeque;
+use std::panic::AssertUnwindSafe;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::{
+    Actor, ActorContext as _, ActorFutureExt as _, AsyncContext as _, Context, Handler, Message,
+    Recipient, ResponseActFuture, ResponseFuture, Supervised, WrapFuture as _,
+};
+use futures::FutureExt as _;
+use serde_json::Value;
+use warden_runtime::manifest::DependencySpec;
+use warden_runtime::{
+    CallTarget, Error, Plugin, PluginContext, PluginDescription, PluginFactory, Result,
+};
+
+use crate::broker::{DeliverEvents, EventBroker, RemoveSubscriber, SubscriberKey};
+use crate::capabilities::{ActorSupervision, BrokerEvents, DirectoryDependencies, Liveness};
+use crate::directory::PluginDirectory;
+
+/// A plugin's lifecycle state, as the admin API reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PluginState {
+    /// Loading: the module is evaluated and `initialize` runs.
+    Starting,
+    /// Serving calls and events.
+    Running,
+    /// Crashed; a new instance starts after the backoff.
+    Restarting,
+    /// Crashed too often within the window; calls fail until an operator reloads it.
+    Failed,
+    /// Unloading: `cleanup` runs, then the instance is disposed.
+    Stopping,
+}
+
+impl PluginState {
+    /// The lowercase name the admin API uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PluginState::Starting => "starting",
+            PluginState::Running => "running",
+            PluginState::Restarting => "restarting",
+            PluginState::Failed => "failed",
+            PluginState::Stopping => "stopping",
+        }
+    }
+}
+
+impl std::fmt::Display for PluginState {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(self.as_str())
+    }
+}
+
+/// Restart intensity and backoff of every plugin actor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SupervisionPolicy {
+    /// Restarts allowed within `window`; one more marks the plugin failed.
+    pub max_restarts: u32,
+    /// The sliding window restarts are counted in.
+    pub window: Duration,
+    /// Backoff before the first restart; doubled for each further restart within the window.
+    pub initial_backoff: Duration,
+    /// The longest backoff.
+    pub max_backoff: Duration,
+}
+
+impl Default for SupervisionPolicy {
+    fn default() -> Self {
+        SupervisionPolicy {
+            max_restarts: 5,
+            window: Duration::from_secs(60),
+            initial_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_secs(5),
+        }
+    }
+}
+
+impl SupervisionPolicy {
+    /// The backoff before restart number `attempt` (1-based) within the window.
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let factor = 2u32.saturating_pow(attempt.saturating_sub(1));
+        self.initial_backoff
+            .saturating_mul(factor)
+            .min(self.max_backoff)
+    }
+}
+
+/// Tells the manager that a plugin actor changed state.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct PluginStateChanged {
+    /// The plugin's name.
+    pub plugin: String,
+    /// Which actor sent it (a reload replaces the actor; stale reports are ignored).
+    pub actor_id: u64,
+    /// The new state.
+    pub state: PluginState,
+    /// Restarts since the plugin was loaded.
+    pub restarts: u32,
+    /// Why, for restarts and failures.
+    pub reason: Option<String>,
+}
+
+/// What every plugin actor shares: the broker, the directory, the manager, the policy.
+#[derive(Clone)]
+pub struct PluginServices {
+    /// The event broker.
+    pub broker: actix::Addr<EventBroker>,
+    /// Where dependencies are looked up.
+    pub directory: PluginDirectory,
+    /// Where state changes are reported.
+    pub state_changes: Recipient<PluginStateChanged>,
+    /// Restart intensity and backoff.
+    pub policy: SupervisionPolicy,
+    /// The time limit of one call, applied to every plugin kind.
+    pub call_timeout: Duration,
+    /// Events a plugin may have queued before more are dropped for it.
+    pub event_queue_capacity: usize,
+}
+
+/// Creates the instance (evaluates the module) and describes it.
+#[derive(Message)]
+#[rtype(result = "Result<PluginDescription>")]
+pub struct CreateInstance;
+
+/// Runs `initialize` with a fresh context; the plugin is running once it resolves.
+#[derive(Message)]
+#[rtype(result = "Result<()>")]
+pub struct InitializeInstance;
+
+/// Calls `execute` or an exported function.
+#[derive(Message)]
+#[rtype(result = "Result<Value>")]
+pub struct CallPlugin {
+    /// What to call.
+    pub target: CallTarget,
+    /// Its arguments, as JSON.
+    pub arguments: Vec<Value>,
+}
+
+/// Stops the instance: `cleanup()` when asked, then dispose. The actor stays, idle.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StopInstance {
+    /// Whether to call the plugin's `cleanup()` first.
+    pub cleanup: bool,
+}
+
+/// Ends the actor for good (after `StopInstance`); it answers `PluginUnloadedError` until its
+/// last address is gone.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct TerminatePlugin;
+
+/// The instance of `generation` broke; restart it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct InstanceFailed {
+    /// Which instance broke; reports about older instances are ignored.
+    pub generation: u64,
+    /// What broke it.
+    pub error: Error,
+}
+
+/// One plugin instance and its supervision state.
+pub struct PluginActor {
+    name: String,
+    actor_id: u64,
+    factory: Arc<dyn PluginFactory>,
+    services: PluginServices,
+    declared_dependencies: Vec<DependencySpec>,
+    instance: Option<Rc<dyn Plugin>>,
+    instance_alive: Rc<Cell<bool>>,
+    generation: u64,
+    state: PluginState,
+    recent_restarts: VecDeque<Instant>,
+    restarts: u32,
+    queue: Arc<AtomicUsize>,
+    terminated: bool,
+}
+
+impl PluginActor {
+    /// A plugin actor for `name` (the name its file was expected to declare, or its file name).
+    pub fn new(
+        name: String,
+        actor_id: u64,
+        factory: Arc<dyn PluginFactory>,
+        services: PluginServices,
+    ) -> Self {
+        PluginActor {
+            name,
+            actor_id,
+            factory,
+            services,
+            declared_dependencies: Vec::new(),
+            instance: None,
+            instance_alive: Rc::new(Cell::new(false)),
+            generation: 0,
+            state: PluginState::Starting,
+            recent_restarts: VecDeque::new(),
+            restarts: 0,
+            queue: Arc::new(AtomicUsize::new(0)),
+            terminated: false,
+        }
+    }
+
+    fn unavailable(&self) -> Error {
+        if self.terminated {
+            return Error::PluginUnloaded {
+                plugin: self.name.clone(),
+            };
+        }
+        Error::Unavailable {
+            plugin: self.name.clone(),
+            state: self.state.to_string(),
+        }
+    }
+
+    fn report_state(&self, reason: Option<String>) {
+        self.services.state_changes.do_send(PluginStateChanged {
+            plugin: self.name.clone(),
+            actor_id: self.actor_id,
+            state: self.state,
+            restarts: self.restarts,
+            reason,
+        });
+    }
+
+    /// Creates a new instance, catching a native factory's panic.
+    fn create_instance(&mut self) -> Result<PluginDescription> {
+        let factory = self.factory.clone();
+        let created = std::panic::catch_unwind(AssertUnwindSafe(|| factory.create()))
+            .unwrap_or_else(|panic| {
+                Err(Error::Crashed {
+                    plugin: self.name.clone(),
+                    reason: panic_message(&panic),
+                })
+            })?;
+        let description = created.describe();
+        self.name = description.manifest.name.clone();
+        self.declared_dependencies = description.manifest.dependencies.clone();
+        self.generation += 1;
+        self.instance_alive = Rc::new(Cell::new(true));
+        self.instance = Some(Rc::from(created));
+        Ok(description)
+    }
+
+    fn context(&self, context: &Context<Self>) -> PluginContext {
+        let liveness = Liveness {
+            plugin: self.name.clone(),
+            alive: self.instance_alive.clone(),
+        };
+        let subscriber = SubscriberKey {
+            plugin: self.name.clone(),
+            generation: self.generation,
+        };
+        PluginContext {
+            plugin: self.name.clone(),
+            events: Rc::new(BrokerEvents {
+                liveness: liveness.clone(),
+                subscriber,
+                broker: self.services.broker.clone(),
+                deliver_to: context.address().recipient(),
+                queue: self.queue.clone(),
+            }),
+            dependencies: Rc::new(DirectoryDependencies {
+                liveness,
+                declared: self.declared_dependencies.clone(),
+                directory: self.services.directory.clone(),
+            }),
+            supervision: Rc::new(ActorSupervision {
+                plugin: self.name.clone(),
+                generation: self.generation,
+                actor: context.address().downgrade(),
+            }),
+        }
+    }
+
+    /// Runs `initialize` on the current instance under the call time limit.
+    fn initialize(
+        &mut self,
+        context: &mut Context<Self>,
+    ) -> futures::future::LocalBoxFuture<'static, Result<()>> {
+        let Some(instance) = self.instance.clone() else {
+            return Box::pin(futures::future::ready(Err(self.unavailable())));
+        };
+        let plugin_context = self.context(context);
+        let name = self.name.clone();
+        let timeout = self.services.call_timeout;
+        guarded(&name, timeout, || instance.initialize(plugin_context))
+    }
+
+    /// Drops the current instance and everything it subscribed to.
+    fn dispose_instance(&mut self) {
+        self.instance_alive.set(false);
+        if let Some(instance) = self.instance.take() {
+            if std::panic::catch_unwind(AssertUnwindSafe(|| instance.dispose())).is_err() {
+                tracing::error!(plugin = %self.name, "dispose panicked");
+            }
+        }
+        self.services.broker.do_send(RemoveSubscriber {
+            subscriber: SubscriberKey {
+                plugin: self.name.clone(),
+                generation: self.generation,
+            },
+        });
+        self.queue.store(0, Ordering::Release);
+    }
+
+    /// Builds and initializes a new instance after a crash.
+    fn restart_instance(&mut self, context: &mut Context<Self>) {
+        if self.terminated || self.state != PluginState::Restarting {
+            return;
+        }
+        let started_at = Instant::now();
+        if let Err(error) = self.create_instance() {
+            tracing::error!(plugin = %self.name, %error, "restart failed: the module did not load");
+            context.stop();
+            return;
+        }
+        let generation = self.generation;
+        let initialize = self.initialize(context);
+        context.spawn(initialize.into_actor(self).map(move |result, actor, context| {
+            if actor.generation != generation || actor.state != PluginState::Restarting {
+                return;
+            }
+            match result {
+                Ok(()) => {
+                    actor.state = PluginState::Running;
+                    tracing::info!(plugin = %actor.name, restarts = actor.restarts, elapsed_ms = started_at.elapsed().as_secs_f64() * 1e3, "plugin restarted");
+                    actor.report_state(None);
+                }
+                Err(error) => {
+                    tracing::error!(plugin = %actor.name, %error, "restart failed: initialize did not succeed");
+                    context.stop();
+                }
+            }
+        }));
+    }
+}
+
+/// Runs a plugin call with panics caught and the time limit applied.
+fn guarded<T: 'static>(
+    plugin: &str,
+    timeout: Duration,
+    call: impl FnOnce() -> warden_runtime::PluginFuture<T>,
+) -> futures::future::LocalBoxFuture<'static, Result<T>> {
+    let plugin = plugin.to_string();
+    let future = match std::panic::catch_unwind(AssertUnwindSafe(call)) {
+        Ok(future) => future,
+        Err(panic) => {
+            let error = Error::Crashed {
+                plugin,
+                reason: panic_message(&panic),
+            };
+            return Box::pin(futures::future::ready(Err(error)));
+        }
+    };
+    Box::pin(async move {
+        match tokio::time::timeout(timeout, AssertUnwindSafe(future).catch_unwind()).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(panic)) => Err(Error::Crashed {
+                plugin,
+                reason: panic_message(&panic),
+            }),
+            Err(_elapsed) => Err(Error::Timeout {
+                plugin,
+                limit_ms: timeout.as_millis() as u64,
+            }),
+        }
+    })
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    let text = panic
+        .downcast_ref::<&str>()
+        .map(|text| text.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_string());
+    format!("panicked: {text}")
+}
+
+impl Actor for PluginActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, context: &mut Self::Context) {
+        if self.state == PluginState::Restarting && !self.terminated {
+            let attempt = self.recent_restarts.len() as u32;
+            let backoff = self.services.policy.backoff(attempt);
+            context.run_later(backoff, |actor, context| actor.restart_instance(context));
+        }
+    }
+}
+
+impl Supervised for PluginActor {
+    fn restarting(&mut self, _: &mut Self::Context) {
+        self.dispose_instance();
+        if self.terminated {
+            return;
+        }
+        let now = Instant::now();
+        let window = self.services.policy.window;
+        self.recent_restarts.push_back(now);
+        while self
+            .recent_restarts
+            .front()
+            .is_some_and(|first| now.duration_since(*first) > window)
+        {
+            self.recent_restarts.pop_front();
+        }
+        self.restarts += 1;
+        metrics::counter!("warden_plugin_restarts_total", "plugin" => self.name.clone())
+            .increment(1);
+        if self.recent_restarts.len() as u32 > self.services.policy.max_restarts {
+            self.state = PluginState::Failed;
+            tracing::error!(plugin = %self.name, restarts = self.restarts, "plugin failed: too many restarts within the window; reload it to try again");
+            self.report_state(Some(format!(
+                "more than {} restarts within {} s",
+                self.services.policy.max_restarts,
+                window.as_secs()
+            )));
+        } else {
+            self.state = PluginState::Restarting;
+            self.report_state(None);
+        }
+    }
+}
+
+impl Handler<CreateInstance> for PluginActor {
+    type Result = Result<PluginDescription>;
+
+    fn handle(&mut self, _: CreateInstance, _: &mut Self::Context) -> Self::Result {
+        self.create_instance()
+    }
+}
+
+impl Handler<InitializeInstance> for PluginActor {
+    type Result = ResponseActFuture<Self, Result<()>>;
+
+    fn handle(&mut self, _: InitializeInstance, context: &mut Self::Context) -> Self::Result {
+        self.state = PluginState::Starting;
+        let generation = self.generation;
+        Box::pin(
+            self.initialize(context)
+                .into_actor(self)
+                .map(move |result, actor, _| {
+                    if result.is_ok() && actor.generation == generation {
+                        actor.state = PluginState::Running;
+                    }
+                    result
+                }),
+        )
+    }
+}
+
+impl Handler<CallPlugin> for PluginActor {
+    type Result = ResponseFuture<Result<Value>>;
+
+    fn handle(&mut self, message: CallPlugin, context: &mut Self::Context) -> Self::Result {
+        let instance = match (&self.instance, self.state) {
+            (Some(instance), PluginState::Running | PluginState::Starting) => instance.clone(),
+            _ => {
+                let error = self.unavailable();
+                return Box::pin(async move { Err(error) });
+            }
+        };
+        let plugin = self.name.clone();
+        let started_at = Instant::now();
+        let call = guarded(&plugin, self.services.call_timeout, || {
+            instance.call(message.target, message.arguments)
+        });
+        let generation = self.generation;
+        let actor = context.address().downgrade();
+        // The call's future runs on the arbiter, outside this actor's context, so later messages
+        // start while it awaits; a crash reported through it restarts the instance it ran on.
+        Box::pin(async move {
+            let result = call.await;
+            let outcome = match &result {
+                Ok(_) => "ok",
+                Err(Error::Timeout { .. }) => "timeout",
+                Err(_) => "error",
+            };
+            metrics::counter!("warden_plugin_calls_total", "plugin" => plugin.clone(), "outcome" => outcome).increment(1);
+            metrics::histogram!("warden_plugin_call_duration_seconds", "plugin" => plugin)
+                .record(started_at.elapsed().as_secs_f64());
+            if let Err(error @ Error::Crashed { .. }) = &result {
+                if let Some(actor) = actor.upgrade() {
+                    actor.do_send(InstanceFailed {
+                        generation,
+                        error: error.clone(),
+                    });
+                }
+            }
+            result
+        })
+    }
+}
+
+impl Handler<DeliverEvents> for PluginActor {
+    type Result = ();
+
+    fn handle(&mut self, message: DeliverEvents, context: &mut Self::Context) {
+        let _ = self
+            .queue
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
+                Some(queued.saturating_sub(message.events.len()))
+            });
+        if message.generation != self.generation || self.state != PluginState::Running {
+            return;
+        }
+        let Some(instance) = self.instance.clone() else {
+            return;
+        };
+        if let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            instance.deliver_events(&message.events)
+        })) {
+            let error = Error::Crashed {
+                plugin: self.name.clone(),
+                reason: panic_message(&panic),
+            };
+            context.notify(InstanceFailed {
+                generation: self.generation,
+                error,
+            });
+        }
+    }
+}
+
+impl Handler<InstanceFailed> for PluginActor {
+    type Result = ();
+
+    fn handle(&mut self, message: InstanceFailed, context: &mut Self::Context) {
+        if message.generation != self.generation
+            || self.terminated
+            || self.state != PluginState::Running
+        {
+            return;
+        }
+        tracing::error!(plugin = %self.name, error = %message.error, "plugin crashed; restarting it");
+        context.stop();
+    }
+}
+
+impl Handler<StopInstance> for PluginActor {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, message: StopInstance, _: &mut Self::Context) -> Self::Result {
+        let running = self.state == PluginState::Running;
+        self.state = PluginState::Stopping;
+        let cleanup = match (&self.instance, message.cleanup && running) {
+            (Some(instance), true) => {
+                let instance = instance.clone();
+                guarded(&self.name, self.services.call_timeout, || {
+                    instance.cleanup()
+                })
+            }
+            _ => Box::pin(futures::future::ready(Ok(()))),
+        };
+        Box::pin(cleanup.into_actor(self).map(|result, actor, _| {
+            if let Err(error) = result {
+                tracing::warn!(plugin = %actor.name, %error, "cleanup failed");
+            }
+            actor.dispose_instance();
+        }))
+    }
+}
+
+impl Handler<TerminatePlugin> for PluginActor {
+    type Result = ();
+
+    fn handle(&mut self, _: TerminatePlugin, context: &mut Self::Context) {
+        self.terminated = true;
+        self.dispose_instance();
+        context.stop();
+    }
+}

@@ -1,0 +1,227 @@
+//! `Warden`: starts the actor system and is the one handle the binary holds.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::{Actor, Addr};
+use notify::Watcher as _;
+use serde_json::Value;
+use tokio::sync::mpsc;
+use warden_runtime::events::{validate_event_name, EventPattern};
+use warden_runtime::resources::ResourceOverrides;
+use warden_runtime::{CallTarget, Event, PluginFactory};
+
+use crate::broker::{EventBroker, OpenEventStream, PublishEvent};
+use crate::directory::PluginDirectory;
+use crate::manager::{
+    ClearOverrides, GetOverrides, GetPlugin, ListPlugins, LoadPlugin, ManagerConfig, PluginInfo,
+    PluginManager, PluginSource, ReloadChangedFiles, ReloadPlugin, ScanPlugins, ScanReport,
+    SetOverrides, UnloadAll, UnloadPlugin,
+};
+use crate::plugin_actor::CallPlugin;
+use crate::{Error, Result};
+
+/// How long file changes are gathered before the watcher reloads, so one save that touches a
+/// file several times reloads it once.
+const WATCH_DEBOUNCE: Duration = Duration::from_millis(150);
+
+/// The running actor system.
+#[derive(Clone)]
+pub struct Warden {
+    manager: Addr<PluginManager>,
+    broker: Addr<EventBroker>,
+    directory: PluginDirectory,
+    watcher: Option<Arc<std::sync::Mutex<notify::RecommendedWatcher>>>,
+}
+
+impl Warden {
+    /// Starts the broker and the manager on the current actix system.
+    pub fn start(config: ManagerConfig) -> Self {
+        let broker = EventBroker::new(config.event_queue_capacity).start();
+        let directory = PluginDirectory::default();
+        let manager = PluginManager::new(config, broker.clone(), directory.clone()).start();
+        Warden {
+            manager,
+            broker,
+            directory,
+            watcher: None,
+        }
+    }
+
+    /// Watches the plugins directory and reloads loaded plugins whose files change.
+    pub fn watch(&mut self, plugins_dir: PathBuf) -> Result<()> {
+        let manager = self.manager.clone();
+        let (sender, mut receiver) = mpsc::unbounded_channel::<PathBuf>();
+        let mut watcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                if let Ok(event) = event {
+                    if matches!(
+                        event.kind,
+                        notify::EventKind::Modify(_) | notify::EventKind::Create(_)
+                    ) {
+                        for path in event.paths {
+                            let _ = sender.send(path);
+                        }
+                    }
+                }
+            })
+            .map_err(|error| Error::InvalidRequest {
+                reason: format!("cannot watch '{}': {error}", plugins_dir.display()),
+            })?;
+        watcher
+            .watch(&plugins_dir, notify::RecursiveMode::NonRecursive)
+            .map_err(|error| Error::InvalidRequest {
+                reason: format!("cannot watch '{}': {error}", plugins_dir.display()),
+            })?;
+        actix_rt::spawn(async move {
+            while let Some(first) = receiver.recv().await {
+                let mut paths = vec![first];
+                tokio::time::sleep(WATCH_DEBOUNCE).await;
+                while let Ok(path) = receiver.try_recv() {
+                    if !paths.contains(&path) {
+                        paths.push(path);
+                    }
+                }
+                if manager.send(ReloadChangedFiles { paths }).await.is_err() {
+                    return;
+                }
+            }
+        });
+        self.watcher = Some(Arc::new(std::sync::Mutex::new(watcher)));
+        Ok(())
+    }
+
+    /// Loads a plugin file (relative to the plugins directory).
+    pub async fn load(
+        &self,
+        path: String,
+        overrides: Option<ResourceOverrides>,
+    ) -> Result<PluginInfo> {
+        self.manager
+            .send(LoadPlugin {
+                source: PluginSource::File(path),
+                overrides,
+            })
+            .await?
+    }
+
+    /// Loads a native plugin.
+    pub async fn load_native(&self, factory: Arc<dyn PluginFactory>) -> Result<PluginInfo> {
+        self.manager
+            .send(LoadPlugin {
+                source: PluginSource::Native(factory),
+                overrides: None,
+            })
+            .await?
+    }
+
+    /// Unloads a plugin; with `cascade`, its dependents first.
+    pub async fn unload(&self, name: String, cascade: bool) -> Result<()> {
+        self.manager.send(UnloadPlugin { name, cascade }).await?
+    }
+
+    /// Reloads a plugin from its file; `None` keeps its stored overrides.
+    pub async fn reload(
+        &self,
+        name: String,
+        overrides: Option<ResourceOverrides>,
+    ) -> Result<PluginInfo> {
+        self.manager.send(ReloadPlugin { name, overrides }).await?
+    }
+
+    /// Loads every file of the plugins directory that is not loaded yet.
+    pub async fn scan(&self) -> Result<ScanReport> {
+        Ok(self.manager.send(ScanPlugins).await?)
+    }
+
+    /// Every loaded plugin, sorted by name.
+    pub async fn list(&self) -> Result<Vec<PluginInfo>> {
+        Ok(self.manager.send(ListPlugins).await?)
+    }
+
+    /// One loaded plugin.
+    pub async fn get(&self, name: String) -> Result<PluginInfo> {
+        self.manager.send(GetPlugin { name }).await?
+    }
+
+    /// The overrides stored for a plugin name.
+    pub async fn overrides(&self, name: String) -> Result<ResourceOverrides> {
+        self.manager.send(GetOverrides { name }).await?
+    }
+
+    /// Stores overrides (reloading the plugin if it is loaded).
+    pub async fn set_overrides(
+        &self,
+        name: String,
+        overrides: ResourceOverrides,
+    ) -> Result<(ResourceOverrides, Option<PluginInfo>)> {
+        self.manager.send(SetOverrides { name, overrides }).await?
+    }
+
+    /// Removes stored overrides (reloading the plugin if it is loaded).
+    pub async fn clear_overrides(&self, name: String) -> Result<()> {
+        self.manager.send(ClearOverrides { name }).await?
+    }
+
+    /// Calls a plugin's `execute(input)` through its actor.
+    pub async fn execute(&self, name: &str, input: Value) -> Result<Value> {
+        let entry = self
+            .directory
+            .get(name)
+            .ok_or_else(|| Error::PluginNotFound {
+                name: name.to_string(),
+            })?;
+        if !entry.description.executable {
+            return Err(Error::Plugin(warden_runtime::Error::NotExecutable {
+                plugin: name.to_string(),
+            }));
+        }
+        let result = entry
+            .address
+            .send(CallPlugin {
+                target: CallTarget::Execute,
+                arguments: vec![input],
+            })
+            .await
+            .map_err(|_| warden_runtime::Error::Unavailable {
+                plugin: name.to_string(),
+                state: "stopped".into(),
+            })?;
+        Ok(result?)
+    }
+
+    /// Publishes an event with source `admin` (or another host source).
+    pub fn publish(&self, event: &str, source: &str, data: Value) -> Result<()> {
+        validate_event_name(event)?;
+        self.broker.do_send(PublishEvent {
+            event: Event::new(event, source, data),
+        });
+        Ok(())
+    }
+
+    /// Opens a stream of events matching `pattern`; at most `capacity` wait in it.
+    pub fn stream(&self, pattern: &str, capacity: usize) -> Result<mpsc::Receiver<Arc<Event>>> {
+        let pattern = EventPattern::parse(pattern)?;
+        let (sender, receiver) = mpsc::channel(capacity.max(1));
+        self.broker.do_send(OpenEventStream { pattern, sender });
+        Ok(receiver)
+    }
+
+    /// The broker's address, for hosts that publish or subscribe natively.
+    pub fn broker(&self) -> Addr<EventBroker> {
+        self.broker.clone()
+    }
+
+    /// Unloads every plugin in reverse dependency order; the one shutdown path.
+    pub async fn shutdown(&self) {
+        if let Some(watcher) = &self.watcher {
+            drop(
+                watcher
+                    .lock()
+                    .map(|mut watcher| watcher.unwatch(std::path::Path::new("."))),
+            );
+        }
+        let _ = self.manager.send(UnloadAll).await;
+    }
+}

@@ -1,0 +1,174 @@
+//! Settings: built-in defaults < `warden.toml` (or `--config`) < environment < flags.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use figment::providers::{Env, Format as _, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// The token `--dev` uses when no `WARDEN_ADMIN_TOKEN` is set.
+pub const DEV_TOKEN: &str = "dev-token";
+
+/// Warden: a runtime for backend plugins.
+#[derive(Debug, Parser)]
+#[command(name = "warden", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// What to do.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the runtime and the admin server until SIGINT/SIGTERM.
+    Serve(ServeArgs),
+}
+
+/// Flags of `warden serve`; each overrides the file and the environment.
+#[derive(Debug, Args, Default)]
+pub struct ServeArgs {
+    /// Settings file (default: ./warden.toml when it exists).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Admin listen address.
+    #[arg(long)]
+    pub bind: Option<String>,
+    /// Plugins directory.
+    #[arg(long)]
+    pub plugins_dir: Option<PathBuf>,
+    /// Load every plugin in the directory at start.
+    #[arg(long, overrides_with = "no_load_all")]
+    pub load_all: bool,
+    /// Do not load the plugins directory at start.
+    #[arg(long)]
+    pub no_load_all: bool,
+    /// Watch the plugins directory and reload changed plugins.
+    #[arg(long)]
+    pub watch: bool,
+    /// Development mode: use the token `dev-token` when none is configured.
+    #[arg(long)]
+    pub dev: bool,
+}
+
+/// Every setting of `warden serve` (names match `warden.toml` keys and `WARDEN_*` variables).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Settings {
+    pub bind: String,
+    pub admin_token: Option<String>,
+    pub plugins_dir: PathBuf,
+    pub load_all: bool,
+    pub watch: bool,
+    pub database_url: Option<String>,
+    pub kafka_brokers: Option<String>,
+    pub ksqldb_url: Option<String>,
+    pub s3_endpoint: Option<String>,
+    pub s3_region: String,
+    pub s3_access_key: Option<String>,
+    pub s3_secret_key: Option<String>,
+    pub plugin_memory_mb: u64,
+    pub plugin_call_timeout_ms: u64,
+    pub plugin_max_restarts: u32,
+    pub plugin_restart_window_s: u64,
+    /// Arbiter threads plugin actors run on (default: one per core).
+    pub plugin_threads: Option<usize>,
+    /// Events one plugin may have queued before more are dropped for it.
+    pub event_queue_capacity: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            bind: "127.0.0.1:8080".into(),
+            admin_token: None,
+            plugins_dir: PathBuf::from("./plugins"),
+            load_all: true,
+            watch: false,
+            database_url: None,
+            kafka_brokers: None,
+            ksqldb_url: None,
+            s3_endpoint: None,
+            s3_region: "us-east-1".into(),
+            s3_access_key: None,
+            s3_secret_key: None,
+            plugin_memory_mb: 64,
+            plugin_call_timeout_ms: 5_000,
+            plugin_max_restarts: 5,
+            plugin_restart_window_s: 60,
+            plugin_threads: None,
+            event_queue_capacity: 10_000,
+        }
+    }
+}
+
+/// Flags given on the command line, as a layer above the environment.
+#[derive(Serialize)]
+struct FlagLayer {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bind: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    plugins_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    load_all: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    watch: Option<bool>,
+}
+
+impl Settings {
+    /// Reads the settings in order of precedence and checks them.
+    pub fn load(args: &ServeArgs) -> anyhow::Result<Self> {
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        match &args.config {
+            Some(path) => {
+                anyhow::ensure!(
+                    path.is_file(),
+                    "settings file '{}' does not exist",
+                    path.display()
+                );
+                figment = figment.merge(Toml::file(path));
+            }
+            None => figment = figment.merge(Toml::file("warden.toml")),
+        }
+        let load_all = match (args.load_all, args.no_load_all) {
+            (_, true) => Some(false),
+            (true, false) => Some(true),
+            (false, false) => None,
+        };
+        figment = figment
+            .merge(Env::prefixed("WARDEN_"))
+            .merge(Serialized::defaults(FlagLayer {
+                bind: args.bind.clone(),
+                plugins_dir: args.plugins_dir.clone(),
+                load_all,
+                watch: args.watch.then_some(true),
+            }));
+        let mut settings: Settings = figment.extract().context("invalid settings")?;
+        if settings.admin_token.as_deref().is_none_or(str::is_empty) {
+            anyhow::ensure!(
+                args.dev,
+                "WARDEN_ADMIN_TOKEN is not set: set it, or run with --dev to use the development token"
+            );
+            settings.admin_token = Some(DEV_TOKEN.into());
+            tracing::warn!("--dev: the admin token is '{DEV_TOKEN}'; never use this in production");
+        }
+        settings
+            .bind_address()
+            .with_context(|| format!("invalid bind address '{}'", settings.bind))?;
+        anyhow::ensure!(
+            settings.plugin_memory_mb > 0,
+            "WARDEN_PLUGIN_MEMORY_MB must be positive"
+        );
+        anyhow::ensure!(
+            settings.plugin_call_timeout_ms > 0,
+            "WARDEN_PLUGIN_CALL_TIMEOUT_MS must be positive"
+        );
+        Ok(settings)
+    }
+
+    /// The admin listen address.
+    pub fn bind_address(&self) -> anyhow::Result<SocketAddr> {
+        Ok(self.bind.parse()?)
+    }
+}

@@ -1,0 +1,223 @@
+//! JSON shapes of the admin API, and their conversions from the actor system's types.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use warden_actors::manager::{PluginInfo, ScanReport};
+use warden_runtime::resources::{ResourceGrants, ResourceKind, ResourceOverrides};
+
+use crate::error::{ApiError, ErrorDetail};
+
+/// Operator overrides of a plugin's resources (field names of the system Warden grows out of).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Overrides {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_tables: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_topics: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_buckets: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub table_name_map: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub topic_name_map: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub bucket_name_map: BTreeMap<String, String>,
+}
+
+impl From<Overrides> for ResourceOverrides {
+    fn from(overrides: Overrides) -> Self {
+        ResourceOverrides {
+            allowed_tables: overrides.allowed_tables,
+            allowed_topics: overrides.allowed_topics,
+            allowed_buckets: overrides.allowed_buckets,
+            table_name_map: overrides.table_name_map,
+            topic_name_map: overrides.topic_name_map,
+            bucket_name_map: overrides.bucket_name_map,
+        }
+    }
+}
+
+impl From<ResourceOverrides> for Overrides {
+    fn from(overrides: ResourceOverrides) -> Self {
+        Overrides {
+            allowed_tables: overrides.allowed_tables,
+            allowed_topics: overrides.allowed_topics,
+            allowed_buckets: overrides.allowed_buckets,
+            table_name_map: overrides.table_name_map,
+            topic_name_map: overrides.topic_name_map,
+            bucket_name_map: overrides.bucket_name_map,
+        }
+    }
+}
+
+/// One resource: the name the plugin writes and the physical name it reaches.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ResourceDto {
+    pub name: String,
+    pub physical: String,
+}
+
+/// A plugin's resources by kind.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ResourcesDto {
+    pub tables: Vec<ResourceDto>,
+    pub topics: Vec<ResourceDto>,
+    pub buckets: Vec<ResourceDto>,
+}
+
+impl From<&ResourceGrants> for ResourcesDto {
+    fn from(grants: &ResourceGrants) -> Self {
+        let of = |kind| {
+            grants
+                .grants(kind)
+                .iter()
+                .map(|grant| ResourceDto {
+                    name: grant.name.clone(),
+                    physical: grant.physical.clone(),
+                })
+                .collect()
+        };
+        ResourcesDto {
+            tables: of(ResourceKind::Table),
+            topics: of(ResourceKind::Topic),
+            buckets: of(ResourceKind::Bucket),
+        }
+    }
+}
+
+/// A loaded plugin.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PluginInfoDto {
+    pub name: String,
+    pub version: String,
+    pub description: Option<String>,
+    /// `js` or `native`.
+    pub kind: String,
+    /// The file relative to the plugins directory; null for native plugins.
+    pub source: Option<String>,
+    /// `starting`, `running`, `restarting`, `failed` or `stopping`.
+    pub state: String,
+    pub dependencies: Vec<String>,
+    pub dependents: Vec<String>,
+    pub restarts: u32,
+    pub resources: ResourcesDto,
+    pub overrides: Option<Overrides>,
+    /// Functions dependents may call.
+    pub exports: Vec<String>,
+}
+
+impl From<PluginInfo> for PluginInfoDto {
+    fn from(info: PluginInfo) -> Self {
+        let manifest = &info.description.manifest;
+        PluginInfoDto {
+            name: manifest.name.clone(),
+            version: manifest.version.to_string(),
+            description: manifest.description.clone(),
+            kind: info.kind.to_string(),
+            source: info.source.clone(),
+            state: info.state.to_string(),
+            dependencies: manifest
+                .dependencies
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            dependents: info.dependents.clone(),
+            restarts: info.restarts,
+            resources: ResourcesDto::from(&info.grants),
+            overrides: info.overrides.clone().map(Overrides::from),
+            exports: info.description.exports.clone(),
+        }
+    }
+}
+
+/// `GET /plugins`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PluginList {
+    pub plugins: Vec<PluginInfoDto>,
+}
+
+/// `POST /plugins`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoadRequest {
+    /// The file, relative to the plugins directory.
+    pub path: String,
+    pub overrides: Option<Overrides>,
+}
+
+/// `POST /plugins/{name}/reload` (the body may also be empty).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReloadRequest {
+    pub overrides: Option<Overrides>,
+}
+
+/// One file a scan could not load.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ScanFailure {
+    pub path: String,
+    pub error: ErrorDetail,
+}
+
+/// `POST /plugins/scan`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ScanResponse {
+    pub loaded: Vec<String>,
+    pub failed: Vec<ScanFailure>,
+}
+
+impl From<ScanReport> for ScanResponse {
+    fn from(report: ScanReport) -> Self {
+        ScanResponse {
+            loaded: report.loaded,
+            failed: report
+                .failed
+                .into_iter()
+                .map(|(path, error)| ScanFailure {
+                    path,
+                    error: ApiError::from(error).body().error,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// `PUT /plugins/{name}/overrides`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OverridesResponse {
+    pub overrides: Overrides,
+    pub plugin: Option<PluginInfoDto>,
+}
+
+/// `POST /plugins/{name}/execute`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ExecuteResponse {
+    pub result: serde_json::Value,
+}
+
+/// `POST /events`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PublishRequest {
+    pub event: String,
+    #[serde(default)]
+    pub data: serde_json::Value,
+}
+
+/// `GET /health`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HealthResponse {
+    pub status: &'static str,
+}
+
+/// `GET /ready`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReadyResponse {
+    /// `ok` or `degraded`.
+    pub status: &'static str,
+    /// `ok`, `down` or `disabled` per backend.
+    pub checks: BTreeMap<&'static str, &'static str>,
+}

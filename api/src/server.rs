@@ -1,0 +1,171 @@
+//! The process: settings in, actor system and admin server up, one shutdown path out.
+
+use std::time::Duration;
+
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::StatusCode;
+use actix_web::middleware::{from_fn, Next};
+use actix_web::web::{self, Data};
+use actix_web::{App, HttpResponse, HttpServer, ResponseError as _};
+use anyhow::Context as _;
+use metrics_exporter_prometheus::PrometheusBuilder;
+use warden_actors::manager::ManagerConfig;
+use warden_actors::plugin_actor::SupervisionPolicy;
+use warden_actors::system::Warden;
+use warden_runtime::PluginLimits;
+
+use crate::config::Settings;
+use crate::error::ApiError;
+use crate::routes;
+
+/// The admin token every request but `GET /health` must carry.
+#[derive(Clone)]
+struct AdminToken(String);
+
+/// Runs Warden until `shutdown` resolves, then unloads every plugin and returns.
+pub async fn run(
+    settings: Settings,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let prometheus = PrometheusBuilder::new()
+        .install_recorder()
+        .context("cannot install the metrics recorder")?;
+    let plugins_dir = settings.plugins_dir.clone();
+    anyhow::ensure!(
+        plugins_dir.is_dir(),
+        "the plugins directory '{}' does not exist",
+        plugins_dir.display()
+    );
+    let plugin_threads = settings
+        .plugin_threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |cores| cores.get()));
+    let mut warden = Warden::start(ManagerConfig {
+        plugins_dir: plugins_dir.clone(),
+        limits: PluginLimits {
+            memory_limit_mb: settings.plugin_memory_mb,
+            call_timeout_ms: settings.plugin_call_timeout_ms,
+        },
+        policy: SupervisionPolicy {
+            max_restarts: settings.plugin_max_restarts,
+            window: Duration::from_secs(settings.plugin_restart_window_s),
+            ..SupervisionPolicy::default()
+        },
+        plugin_threads,
+        event_queue_capacity: settings.event_queue_capacity,
+    });
+    if settings.load_all {
+        let report = warden.scan().await?;
+        for (path, error) in &report.failed {
+            tracing::error!(%path, %error, "plugin not loaded");
+        }
+        tracing::info!(
+            loaded = report.loaded.len(),
+            failed = report.failed.len(),
+            "plugins directory loaded"
+        );
+    }
+    if settings.watch {
+        warden.watch(plugins_dir)?;
+        tracing::info!("watching the plugins directory for changes");
+    }
+
+    let token = AdminToken(settings.admin_token.clone().unwrap_or_default());
+    let app_warden = warden.clone();
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(Data::new(app_warden.clone()))
+            .app_data(Data::new(prometheus.clone()))
+            .app_data(Data::new(token.clone()))
+            .app_data(
+                web::PathConfig::default()
+                    .error_handler(|error, _| ApiError::invalid_request(error.to_string()).into()),
+            )
+            .app_data(
+                web::QueryConfig::default()
+                    .error_handler(|error, _| ApiError::invalid_request(error.to_string()).into()),
+            )
+            .wrap(from_fn(authorize))
+            .configure(routes::configure)
+            .default_service(web::to(|| async {
+                ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+                    .error_response()
+            }))
+    })
+    .disable_signals()
+    .shutdown_timeout(5)
+    .bind(settings.bind_address()?)
+    .with_context(|| format!("cannot listen on {}", settings.bind))?;
+    for address in server.addrs() {
+        tracing::info!("listening on {address}");
+    }
+    let server = server.run();
+    let handle = server.handle();
+    let serving = actix_web::rt::spawn(server);
+
+    shutdown.await;
+    tracing::info!("shutting down: unloading plugins in reverse dependency order");
+    handle.stop(true).await;
+    warden.shutdown().await;
+    let _ = serving.await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Checks `Authorization: Bearer <token>` on every endpoint except `GET /health`.
+async fn authorize(
+    request: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    if request.path() == "/health" {
+        return next
+            .call(request)
+            .await
+            .map(ServiceResponse::map_into_boxed_body);
+    }
+    let expected = request
+        .app_data::<Data<AdminToken>>()
+        .map(|token| token.0.clone())
+        .unwrap_or_default();
+    let presented = request
+        .headers()
+        .get("authorization")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if expected.is_empty() || !constant_time_equal(presented.as_bytes(), expected.as_bytes()) {
+        let response: HttpResponse = ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or wrong bearer token",
+        )
+        .error_response();
+        return Ok(request.into_response(response));
+    }
+    next.call(request)
+        .await
+        .map(ServiceResponse::map_into_boxed_body)
+}
+
+/// Compares without stopping at the first difference, so timing does not reveal the token.
+fn constant_time_equal(left: &[u8], right: &[u8]) -> bool {
+    left.len() == right.len()
+        && left
+            .iter()
+            .zip(right)
+            .fold(0u8, |difference, (a, b)| difference | (a ^ b))
+            == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_time_equal;
+
+    #[test]
+    fn tokens_compare_exactly() {
+        assert!(constant_time_equal(b"secret", b"secret"));
+        assert!(!constant_time_equal(b"secret", b"secreT"));
+        assert!(!constant_time_equal(b"secret", b"secret2"));
+        assert!(!constant_time_equal(b"", b"x"));
+    }
+}

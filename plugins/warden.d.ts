@@ -1,0 +1,209 @@
+// Warden plugin API: TypeScript declarations for plugin authors, following PLUGIN_API.md.
+//
+// Use it either way:
+//   /// <reference path="./warden.d.ts" />              then write Warden.PluginContext, Warden.Plugin, ...
+//   import type { Plugin, PluginContext } from "./warden";   (erased when Warden strips types)
+//
+// Types only: Warden strips them at load and never type-checks. Compile against "lib": ["es2022"]
+// without "dom" or @types/node, since a plugin has none of those globals; the ones it has are below.
+
+export as namespace Warden;
+
+/** A plugin's identity, its dependencies and the resources it declares. */
+export interface PluginMetadata {
+  /** 1–63 chars of a-z 0-9 - _, starting with a letter or digit; "shared" and "warden" are reserved. */
+  name: string;
+  /** Semver version, e.g. "1.2.0". */
+  version: string;
+  /** What the plugin does, for people reading listings. */
+  description?: string;
+  /** Plugins this one calls: "name" or "name@1.4.0" (exact version, no ranges). */
+  dependencies?: string[];
+  /** PostgreSQL tables it may use, unprefixed. */
+  allowedTables?: string[];
+  /** Kafka topics it may use, unprefixed. */
+  allowedTopics?: string[];
+  /** S3 buckets it may use, unprefixed. */
+  allowedBuckets?: string[];
+}
+
+/** The object a plugin module exports as default (or, failing that, as `plugin`). */
+export interface Plugin {
+  /** Required; a module without name and version is refused with InvalidPluginFormatError. */
+  metadata: PluginMetadata;
+  /** Runs once per (re)start, before any message; `this` is the plugin object. */
+  initialize?(context: PluginContext): void | Promise<void>;
+  /** Runs on unload and before reload. */
+  cleanup?(): void | Promise<void>;
+  /** The plugin's main entry point; input and result travel as JSON. */
+  execute?(input?: any): unknown;
+  /** Any other function is an export that dependents can call through their handle. */
+  [method: string]: unknown;
+}
+
+/** What `initialize` receives: the plugin's only door to Warden and the outside world. */
+export interface PluginContext {
+  /** This plugin's name, as in its metadata. */
+  pluginName: string;
+  /** Events between plugins. */
+  eventBus: EventBus;
+  /** A handle to a declared dependency; an undeclared name throws UndeclaredDependencyError. */
+  getDependency(name: string): DependencyHandle;
+  /** Handles to every declared dependency, keyed by name. */
+  getDependencies(): Map<string, DependencyHandle>;
+  /** PostgreSQL, restricted to the declared tables; absent when no database is configured. */
+  database?: DatabaseCapability;
+  /** Kafka, restricted to the declared topics; absent when Kafka is not configured. */
+  kafka?: KafkaCapability;
+  /** S3, restricted to the declared buckets; absent when S3 is not configured. */
+  s3?: S3Capability;
+}
+
+/** A listener: the event's data, and which event it was and which plugin (or "warden") emitted it. */
+export type EventListener = (data: any, meta: { event: string; source: string }) => void | Promise<void>;
+
+/** Patterns are event names or globs over ":"-separated segments: `*` is one segment, `**` any rest. */
+export interface EventBus {
+  /** Returns at once; data must be JSON-serializable (null when omitted); the emitter never hears itself. */
+  emit(event: string, data?: unknown): void;
+  /** Calls listener for every matching event; it runs without a `this`, so use an arrow function. */
+  on(pattern: string, listener: EventListener): void;
+  /** Like `on`, for the first matching event only. */
+  once(pattern: string, listener: EventListener): void;
+  /** Removes that listener from the pattern, or every listener on it when none is given. */
+  off(pattern: string, listener?: EventListener): void;
+}
+
+/** A declared dependency; every call is a message to its actor and returns a Promise. */
+export interface DependencyHandle {
+  /** The dependency's metadata. */
+  metadata: PluginMetadata;
+  /** Calls its `execute`. */
+  execute(input?: unknown): Promise<any>;
+  /** Calls its exported function `method` by name. */
+  call(method: string, ...args: unknown[]): Promise<any>;
+  /** Each exported function of the dependency, callable directly. */
+  [exported: string]: any;
+}
+
+/** `context.database`: statements may touch only allowed tables; parameters are $1, $2, … as JSON values. */
+export interface DatabaseCapability {
+  /** Runs a query; rows come back as plain objects keyed by column name. */
+  executeQuery<Row extends object = Record<string, any>>(sql: string, params?: readonly unknown[]): Promise<Row[]>;
+  /** Runs a command; resolves to the number of rows affected. */
+  executeCommand(sql: string, params?: readonly unknown[]): Promise<number>;
+  /** The tables this plugin may use, unprefixed. */
+  getAllowedTables(): string[];
+}
+
+/** A message to send; key, value and headers are strings. */
+export interface KafkaOutgoingMessage {
+  /** Partitioning key. */
+  key?: string;
+  /** The payload. */
+  value: string;
+  /** Header names to values. */
+  headers?: { [name: string]: string };
+}
+
+/** What `eachMessage` receives for each consumed message. */
+export interface KafkaMessagePayload {
+  /** The topic as the plugin names it (unprefixed). */
+  topic: string;
+  /** The partition it came from. */
+  partition: number;
+  /** The message itself. */
+  message: {
+    /** Key as a string, or null. */
+    key: string | null;
+    /** Value as a string, or null. */
+    value: string | null;
+    /** Header names to values. */
+    headers: { [name: string]: string };
+    /** Offset within the partition, as a decimal string (as KafkaJS gives it). */
+    offset: string;
+    /** Milliseconds since the epoch, as a decimal string (as KafkaJS gives it). */
+    timestamp: string;
+  };
+}
+
+/** `context.kafka`: topics and consumer groups are the plugin's own, unprefixed names. */
+export interface KafkaCapability {
+  /** Sends messages to an allowed topic, optionally through a named producer. */
+  sendMessage(topic: string, messages: KafkaOutgoingMessage[], producerId?: string): Promise<void>;
+  /** Creates a consumer in a group (the group id is prefixed like a topic). */
+  createConsumer(consumerId: string, groupId: string): Promise<void>;
+  /** Subscribes a consumer; each offset is committed after `eachMessage` resolves (at least once). */
+  subscribe(consumerId: string, topics: string[], eachMessage: (payload: KafkaMessagePayload) => void | Promise<void>): Promise<void>;
+  /** Stops and removes a consumer. */
+  disconnectConsumer(consumerId: string): Promise<void>;
+  /** Runs a ksqlDB statement, rewriting each allowed KAFKA_TOPIC; KsqlNotConfiguredError without ksqlDB. */
+  executeKsqlStatement(statement: string): Promise<any>;
+  /** The topics this plugin may use, unprefixed. */
+  getAllowedTopics(): string[];
+}
+
+/** Downloaded bytes; `toString()` decodes UTF-8, as Node's Buffer does. */
+export interface S3Body extends Uint8Array {
+  /** The bytes decoded as UTF-8. */
+  toString(): string;
+}
+
+/** `context.s3`: the bucket argument is always required and always last. */
+export interface S3Capability {
+  /** Stores body (a string or bytes) under key. */
+  upload(key: string, body: string | Uint8Array, contentType: string, bucket: string): Promise<void>;
+  /** Fetches the object stored under key. */
+  download(key: string, bucket: string): Promise<S3Body>;
+  /** Deletes the object stored under key. */
+  delete(key: string, bucket: string): Promise<void>;
+  /** Whether an object is stored under key. */
+  exists(key: string, bucket: string): Promise<boolean>;
+  /** The keys that start with prefix. */
+  list(prefix: string, bucket: string): Promise<string[]>;
+  /** A URL that fetches the object without credentials until it expires. */
+  getPresignedUrl(key: string, expiresInSeconds: number, bucket: string): Promise<string>;
+  /** The buckets this plugin may use, unprefixed. */
+  getAllowedBuckets(): string[];
+}
+
+/** The `name` of the errors Warden throws to plugins; compare `error.name` against these. */
+export type WardenErrorName =
+  | "InvalidPluginFormatError"
+  | "TableAccessDeniedError"
+  | "SqlNotAllowedError"
+  | "DatabaseError"
+  | "TopicAccessDeniedError"
+  | "KsqlNotConfiguredError"
+  | "BucketAccessDeniedError"
+  | "UndeclaredDependencyError"
+  | "SelfDependencyError"
+  | "CircularDependencyError"
+  | "DependencyNotFoundError"
+  | "DependencyVersionMismatchError"
+  | "PluginUnloadedError";
+
+// The globals a plugin has. Declared as merging declarations, so they coexist with "dom" or @types/node.
+declare global {
+  /** Warden's console: lines go to Warden's log tagged with the plugin name, arguments joined as Node does. */
+  interface Console {
+    /** Logs at INFO. */
+    log(...args: unknown[]): void;
+    /** Logs at INFO. */
+    info(...args: unknown[]): void;
+    /** Logs at WARN. */
+    warn(...args: unknown[]): void;
+    /** Logs at ERROR. */
+    error(...args: unknown[]): void;
+  }
+  /** The plugin's console. */
+  var console: Console;
+  /** Calls callback once after delay milliseconds; returns an id for clearTimeout. */
+  function setTimeout<A extends unknown[]>(callback: (...args: A) => void, delay?: number, ...args: A): number;
+  /** Cancels a pending setTimeout. */
+  function clearTimeout(id: number | undefined): void;
+  /** Calls callback every delay milliseconds; returns an id for clearInterval. */
+  function setInterval<A extends unknown[]>(callback: (...args: A) => void, delay?: number, ...args: A): number;
+  /** Cancels a setInterval. */
+  function clearInterval(id: number | undefined): void;
+}

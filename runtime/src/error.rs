@@ -1,0 +1,128 @@
+//! The one error type of the runtime crate, with the JavaScript error name each variant carries.
+
+/// Everything that can go wrong while loading, validating or calling a plugin.
+///
+/// Messages are lowercase without a trailing period; they are shown to operators and plugin
+/// authors as they are, so each one names the plugin, resource or rule it is about.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// The module has no plugin object, or its `metadata` is missing or malformed.
+    #[error("invalid plugin format: {reason}")]
+    InvalidPluginFormat { reason: String },
+
+    /// A naming rule failed, or a physical name would pass its store's limit.
+    #[error("invalid name: {reason}")]
+    InvalidName { reason: String },
+
+    /// A declared dependency is not loaded.
+    #[error("plugin '{plugin}' depends on '{dependency}', which is not loaded")]
+    DependencyNotFound { plugin: String, dependency: String },
+
+    /// A declared dependency is loaded at another version than the exact one required.
+    #[error("plugin '{plugin}' requires '{dependency}@{required}', but version {found} is loaded")]
+    DependencyVersionMismatch {
+        plugin: String,
+        dependency: String,
+        required: String,
+        found: String,
+    },
+
+    /// A plugin lists itself as a dependency.
+    #[error("plugin '{plugin}' depends on itself")]
+    SelfDependency { plugin: String },
+
+    /// Dependencies form a cycle; `path` starts and ends with the same plugin.
+    #[error("circular dependency: {}", path.join(" -> "))]
+    CircularDependency { path: Vec<String> },
+
+    /// A plugin asked for a dependency it did not declare.
+    #[error("plugin '{plugin}' did not declare a dependency on '{dependency}'")]
+    UndeclaredDependency { plugin: String, dependency: String },
+
+    /// `execute` was called on a plugin that exports no `execute` function.
+    #[error("plugin '{plugin}' has no execute function")]
+    NotExecutable { plugin: String },
+
+    /// A dependency method was called that the plugin does not export.
+    #[error("plugin '{plugin}' exports no function '{method}'")]
+    MethodNotFound { plugin: String, method: String },
+
+    /// The plugin's own code threw; `name` is the JavaScript `error.name` (or `Error`).
+    #[error("{message}")]
+    Execution { name: String, message: String },
+
+    /// A call ran past the plugin's time limit.
+    #[error("plugin '{plugin}' ran past its time limit of {limit_ms} ms")]
+    Timeout { plugin: String, limit_ms: u64 },
+
+    /// The plugin's engine ran out of its heap limit.
+    #[error("plugin '{plugin}' exhausted its heap limit of {limit_mb} MiB")]
+    HeapExhausted { plugin: String, limit_mb: u64 },
+
+    /// The plugin's engine broke (a native panic, an engine fault) and must be restarted.
+    #[error("plugin '{plugin}' crashed: {reason}")]
+    Crashed { plugin: String, reason: String },
+
+    /// The plugin is restarting or has failed, so it cannot take calls now.
+    #[error("plugin '{plugin}' is unavailable ({state})")]
+    Unavailable { plugin: String, state: String },
+
+    /// A call went through a context whose plugin instance has been unloaded or restarted.
+    #[error("plugin '{plugin}' has been unloaded")]
+    PluginUnloaded { plugin: String },
+
+    /// An event name or pattern breaks the event naming rules.
+    #[error("invalid event: {reason}")]
+    InvalidEvent { reason: String },
+
+    /// A value could not cross between the host and the plugin (for example, not JSON-serializable).
+    #[error("invalid value: {reason}")]
+    InvalidValue { reason: String },
+
+    /// A capability the plugin used is not available to it (the backing service is not configured).
+    #[error("{message}")]
+    Capability { name: String, message: String },
+}
+
+impl Error {
+    /// The JavaScript `error.name` a plugin sees when this error reaches its code.
+    pub fn js_name(&self) -> &str {
+        match self {
+            Error::InvalidPluginFormat { .. } => "InvalidPluginFormatError",
+            Error::InvalidName { .. } => "InvalidNameError",
+            Error::DependencyNotFound { .. } => "DependencyNotFoundError",
+            Error::DependencyVersionMismatch { .. } => "DependencyVersionMismatchError",
+            Error::SelfDependency { .. } => "SelfDependencyError",
+            Error::CircularDependency { .. } => "CircularDependencyError",
+            Error::UndeclaredDependency { .. } => "UndeclaredDependencyError",
+            Error::NotExecutable { .. } => "NotExecutableError",
+            Error::MethodNotFound { .. } => "MethodNotFoundError",
+            Error::Execution { name, .. } => name,
+            Error::Timeout { .. } => "TimeoutError",
+            Error::HeapExhausted { .. } => "HeapExhaustedError",
+            Error::Crashed { .. } => "PluginCrashedError",
+            Error::Unavailable { .. } => "PluginUnavailableError",
+            Error::PluginUnloaded { .. } => "PluginUnloadedError",
+            Error::InvalidEvent { .. } => "InvalidEventError",
+            Error::InvalidValue { .. } => "TypeError",
+            Error::Capability { name, .. } => name,
+        }
+    }
+
+    /// Shorthand for the naming-rule failure every validator returns.
+    pub fn invalid_name(reason: impl Into<String>) -> Self {
+        Error::InvalidName {
+            reason: reason.into(),
+        }
+    }
+
+    /// Shorthand for a malformed module or manifest.
+    pub fn invalid_format(reason: impl Into<String>) -> Self {
+        Error::InvalidPluginFormat {
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The runtime crate's result alias.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

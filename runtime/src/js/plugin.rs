@@ -1,0 +1,345 @@
+//! `JsPlugin`: a JavaScript module behind the [`Plugin`] trait, with its own small event loop.
+//!
+//! The engine itself is synchronous. This wrapper is the loop around it: it starts calls, keeps
+//! one channel per call in flight, arms timers and runs host operations as local tasks, and
+//! re-enters the engine when one of them finishes — so a plugin's awaits overlap as in Node.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::rc::{Rc, Weak};
+use std::sync::Arc;
+
+use futures::channel::oneshot;
+use futures::FutureExt as _;
+use rquickjs::{Function, Object};
+use serde_json::Value;
+use tokio::task::AbortHandle;
+
+use super::engine::JsEngine;
+use super::host::{error_json, HostRequest, HostShared};
+use crate::manifest::PluginManifest;
+use crate::plugin::{
+    CallTarget, Event, Plugin, PluginContext, PluginDescription, PluginFuture, PluginLimits,
+};
+use crate::{Error, Result};
+
+/// A loaded JavaScript plugin instance.
+pub struct JsPlugin {
+    inner: Rc<Inner>,
+}
+
+struct Inner {
+    host: Rc<HostShared>,
+    /// `None` once disposed.
+    engine: RefCell<Option<JsEngine>>,
+    description: PluginDescription,
+    limits: PluginLimits,
+    calls: RefCell<HashMap<u64, oneshot::Sender<Result<Value>>>>,
+    next_call_id: Cell<u64>,
+    timers: RefCell<HashMap<u64, AbortHandle>>,
+    operations: RefCell<HashMap<u64, AbortHandle>>,
+    /// Set when the engine broke; every later entry fails with it until the instance is replaced.
+    failure: RefCell<Option<Error>>,
+}
+
+impl JsPlugin {
+    /// Creates an engine, evaluates the entry module (`entry` is its file name inside `root`,
+    /// `code` its JavaScript) and validates the plugin object and its metadata.
+    pub fn load(root: PathBuf, entry: &str, code: String, limits: PluginLimits) -> Result<Self> {
+        let host = HostShared::new(entry.to_string());
+        let engine = JsEngine::new(root, limits, &host)?;
+        let described = engine.load_module(entry, code)?;
+        let described: Value = serde_json::from_str(&described).map_err(|error| {
+            Error::invalid_format(format!("cannot read the plugin object: {error}"))
+        })?;
+        if let Some(reason) = described["error"].as_str() {
+            return Err(Error::invalid_format(reason));
+        }
+        let manifest = PluginManifest::from_json(&described["metadata"])?;
+        *host.plugin.borrow_mut() = manifest.name.clone();
+        let exports = described["exports"]
+            .as_array()
+            .map(|exports| {
+                exports
+                    .iter()
+                    .filter_map(|name| name.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let description = PluginDescription {
+            manifest,
+            exports,
+            executable: described["executable"].as_bool().unwrap_or(false),
+        };
+        Ok(JsPlugin {
+            inner: Rc::new(Inner {
+                host,
+                engine: RefCell::new(Some(engine)),
+                description,
+                limits,
+                calls: RefCell::new(HashMap::new()),
+                next_call_id: Cell::new(1),
+                timers: RefCell::new(HashMap::new()),
+                operations: RefCell::new(HashMap::new()),
+                failure: RefCell::new(None),
+            }),
+        })
+    }
+
+    /// Bytes the plugin's heap holds now (0 once disposed).
+    pub fn memory_used(&self) -> u64 {
+        self.inner
+            .engine
+            .borrow()
+            .as_ref()
+            .map(JsEngine::memory_used)
+            .unwrap_or(0)
+    }
+}
+
+impl Inner {
+    fn plugin(&self) -> String {
+        self.description.manifest.name.clone()
+    }
+
+    fn unloaded(&self) -> Error {
+        Error::PluginUnloaded {
+            plugin: self.plugin(),
+        }
+    }
+
+    /// Enters the engine, then handles what the entry left in the outbox.
+    fn enter<R>(
+        self: &Rc<Self>,
+        entry: impl for<'js> FnOnce(&rquickjs::Ctx<'js>, &Object<'js>) -> rquickjs::Result<R>,
+    ) -> Result<R> {
+        if let Some(failure) = self.failure.borrow().clone() {
+            return Err(failure);
+        }
+        let result = match self.engine.borrow().as_ref() {
+            Some(engine) => engine.enter_api(entry),
+            None => return Err(self.unloaded()),
+        };
+        self.process_outbox();
+        if let Err(error) = &result {
+            self.fail(error.clone());
+        }
+        result
+    }
+
+    /// Starts a call whose completion the prelude reports through `complete(callId, …)`.
+    fn start_call(
+        self: &Rc<Self>,
+        entry: impl for<'js> FnOnce(&rquickjs::Ctx<'js>, &Object<'js>, f64) -> rquickjs::Result<()>,
+    ) -> PluginFuture<Value> {
+        let call_id = self.next_call_id.get();
+        self.next_call_id.set(call_id + 1);
+        let (sender, receiver) = oneshot::channel();
+        self.calls.borrow_mut().insert(call_id, sender);
+        // An engine fault fails every pending call, this one included, through its channel.
+        let _ = self.enter(|ctx, api| entry(ctx, api, call_id as f64));
+        let weak = Rc::downgrade(self);
+        let limit = std::time::Duration::from_millis(self.limits.call_timeout_ms);
+        let plugin = self.plugin();
+        let limit_ms = self.limits.call_timeout_ms;
+        async move {
+            match tokio::time::timeout(limit, receiver).await {
+                Ok(Ok(result)) => result,
+                Ok(Err(_canceled)) => Err(Error::PluginUnloaded { plugin }),
+                Err(_elapsed) => {
+                    if let Some(inner) = weak.upgrade() {
+                        inner.calls.borrow_mut().remove(&call_id);
+                    }
+                    Err(Error::Timeout { plugin, limit_ms })
+                }
+            }
+        }
+        .boxed_local()
+    }
+
+    fn process_outbox(self: &Rc<Self>) {
+        loop {
+            let requests = std::mem::take(&mut *self.host.outbox.borrow_mut());
+            if requests.is_empty() {
+                return;
+            }
+            for request in requests {
+                self.handle(request);
+            }
+        }
+    }
+
+    fn handle(self: &Rc<Self>, request: HostRequest) {
+        match request {
+            HostRequest::Complete { call_id, result } => {
+                if let Some(sender) = self.calls.borrow_mut().remove(&call_id) {
+                    let _ = sender.send(result);
+                }
+            }
+            HostRequest::CallDependency {
+                operation_id,
+                dependency,
+                target,
+                arguments,
+            } => {
+                let context = self.host.context.borrow().clone();
+                let Some(context) = context else {
+                    return;
+                };
+                let call = context.dependencies.call(&dependency, target, arguments);
+                let weak = Rc::downgrade(self);
+                let task = tokio::task::spawn_local(async move {
+                    let result = call.await;
+                    if let Some(inner) = weak.upgrade() {
+                        inner.operations.borrow_mut().remove(&operation_id);
+                        inner.settle(operation_id, result);
+                    }
+                });
+                self.operations
+                    .borrow_mut()
+                    .insert(operation_id, task.abort_handle());
+            }
+            HostRequest::StartTimer { timer_id, delay } => {
+                let weak: Weak<Inner> = Rc::downgrade(self);
+                let task = tokio::task::spawn_local(async move {
+                    tokio::time::sleep(delay).await;
+                    if let Some(inner) = weak.upgrade() {
+                        inner.timers.borrow_mut().remove(&timer_id);
+                        let _ = inner.enter(|_, api| {
+                            api.get::<_, Function>("fireTimer")?
+                                .call::<_, ()>((timer_id as f64,))
+                        });
+                    }
+                });
+                if let Some(previous) = self
+                    .timers
+                    .borrow_mut()
+                    .insert(timer_id, task.abort_handle())
+                {
+                    previous.abort();
+                }
+            }
+            HostRequest::ClearTimer { timer_id } => {
+                if let Some(timer) = self.timers.borrow_mut().remove(&timer_id) {
+                    timer.abort();
+                }
+            }
+            HostRequest::ListenerFailed { event, error } => {
+                if let Some(context) = self.host.context.borrow().as_ref() {
+                    context.supervision.listener_failed(&event, &error);
+                }
+            }
+        }
+    }
+
+    fn settle(self: &Rc<Self>, operation_id: u64, result: Result<Value>) {
+        let (ok, payload) = match &result {
+            Ok(value) => (true, value.to_string()),
+            Err(error) => (false, error_json(error)),
+        };
+        let _ = self.enter(|_, api| {
+            api.get::<_, Function>("settle")?
+                .call::<_, ()>((operation_id as f64, ok, payload))
+        });
+    }
+
+    /// The engine broke: fail what waits on it, stop its timers and tell the supervisor.
+    fn fail(self: &Rc<Self>, error: Error) {
+        if self.failure.borrow().is_some() {
+            return;
+        }
+        *self.failure.borrow_mut() = Some(error.clone());
+        self.stop_background_work(&error);
+        let context = self.host.context.borrow().clone();
+        if let Some(context) = context {
+            context.supervision.instance_failed(error);
+        }
+    }
+
+    fn stop_background_work(&self, error: &Error) {
+        for (_, timer) in self.timers.borrow_mut().drain() {
+            timer.abort();
+        }
+        for (_, operation) in self.operations.borrow_mut().drain() {
+            operation.abort();
+        }
+        for (_, call) in self.calls.borrow_mut().drain() {
+            let _ = call.send(Err(error.clone()));
+        }
+    }
+}
+
+impl Plugin for JsPlugin {
+    fn describe(&self) -> PluginDescription {
+        self.inner.description.clone()
+    }
+
+    fn initialize(&self, context: PluginContext) -> PluginFuture<()> {
+        *self.inner.host.context.borrow_mut() = Some(context);
+        self.inner
+            .start_call(|_, api, call_id| {
+                api.get::<_, Function>("initialize")?
+                    .call::<_, ()>((call_id,))
+            })
+            .map(|result| result.map(|_| ()))
+            .boxed_local()
+    }
+
+    fn call(&self, target: CallTarget, arguments: Vec<Value>) -> PluginFuture<Value> {
+        let method = match target {
+            CallTarget::Execute => None,
+            CallTarget::Method(method) => Some(method),
+        };
+        let arguments = Value::Array(arguments).to_string();
+        self.inner.start_call(move |_, api, call_id| {
+            api.get::<_, Function>("invoke")?
+                .call::<_, ()>((call_id, method, arguments))
+        })
+    }
+
+    fn deliver_events(&self, events: &[Arc<Event>]) {
+        let mut batch = String::with_capacity(events.len() * 64);
+        batch.push('[');
+        for (index, event) in events.iter().enumerate() {
+            if index > 0 {
+                batch.push(',');
+            }
+            // Names and sources are validated to need no escaping beyond what JSON gives them.
+            let _ = write!(
+                batch,
+                "[{},{},{}]",
+                Value::from(event.name.as_str()),
+                Value::from(event.source.as_str()),
+                event.data_json
+            );
+        }
+        batch.push(']');
+        let _ = self
+            .inner
+            .enter(|_, api| api.get::<_, Function>("deliver")?.call::<_, ()>((batch,)));
+    }
+
+    fn cleanup(&self) -> PluginFuture<()> {
+        self.inner
+            .start_call(|_, api, call_id| {
+                api.get::<_, Function>("cleanup")?.call::<_, ()>((call_id,))
+            })
+            .map(|result| result.map(|_| ()))
+            .boxed_local()
+    }
+
+    fn dispose(&self) {
+        let inner = &self.inner;
+        if inner.failure.borrow().is_none() {
+            let _ = inner.enter(|_, api| api.get::<_, Function>("dispose")?.call::<_, ()>(()));
+        }
+        inner.stop_background_work(&inner.unloaded());
+        *inner.failure.borrow_mut() = Some(inner.unloaded());
+        *inner.host.context.borrow_mut() = None;
+        inner.host.outbox.borrow_mut().clear();
+        // Dropping the engine frees the heap and every callback in it.
+        inner.engine.borrow_mut().take();
+    }
+}

@@ -1,0 +1,364 @@
+// The JavaScript half of Warden's engine host. It runs once per engine, before the plugin's
+// module, and receives `host`: the native functions through which the plugin reaches Warden.
+// It keeps every JavaScript callback (timers, listeners, pending promises) in its own maps, so the
+// Rust side never holds a handle into the heap. It returns the entry points the host calls.
+(function (host) {
+  "use strict";
+
+  const state = {
+    alive: true,
+    plugin: null,
+    context: null,
+    nextTimer: 1,
+    timers: new Map(),
+    nextOp: 1,
+    ops: new Map(),
+    listeners: [],
+  };
+
+  function makeError(name, message) {
+    const error = new Error(message);
+    error.name = name;
+    return error;
+  }
+
+  function errorJson(error) {
+    if (error !== null && typeof error === "object") {
+      const name = typeof error.name === "string" && error.name ? error.name : "Error";
+      const message = error.message === undefined ? String(error) : String(error.message);
+      return JSON.stringify({ name, message });
+    }
+    return JSON.stringify({ name: "Error", message: String(error) });
+  }
+
+  function throwHostError(errorText) {
+    if (errorText !== undefined && errorText !== null) {
+      const error = JSON.parse(errorText);
+      throw makeError(error.name, error.message);
+    }
+  }
+
+  function resultJson(value) {
+    const text = JSON.stringify(value === undefined ? null : value);
+    return text === undefined ? "null" : text;
+  }
+
+  function ensureAlive() {
+    if (!state.alive) {
+      throw makeError("PluginUnloadedError", "plugin '" + host.pluginName + "' has been unloaded");
+    }
+  }
+
+  // console: arguments joined as Node prints them (strings as they are, the rest inspected).
+  function inspect(value, depth) {
+    if (typeof value === "string") return depth === 0 ? value : JSON.stringify(value);
+    if (value === undefined) return "undefined";
+    if (value === null) return "null";
+    if (typeof value === "function") return "[Function: " + (value.name || "(anonymous)") + "]";
+    if (typeof value === "bigint") return String(value) + "n";
+    if (typeof value === "symbol") return value.toString();
+    if (typeof value !== "object") return String(value);
+    if (value instanceof Error) return value.stack ? value.name + ": " + value.message + "\n" + value.stack : value.name + ": " + value.message;
+    if (depth > 2) return Array.isArray(value) ? "[Array]" : "[Object]";
+    if (Array.isArray(value)) {
+      return value.length === 0 ? "[]" : "[ " + value.map((item) => inspect(item, depth + 1)).join(", ") + " ]";
+    }
+    if (value instanceof Map) {
+      const entries = Array.from(value.entries()).map(([key, item]) => inspect(key, depth + 1) + " => " + inspect(item, depth + 1));
+      return "Map(" + value.size + ") {" + (entries.length ? " " + entries.join(", ") + " " : "") + "}";
+    }
+    if (value instanceof Uint8Array) return "Uint8Array(" + value.length + ") [ " + Array.from(value.slice(0, 50)).join(", ") + (value.length > 50 ? ", ..." : "") + " ]";
+    const keys = Object.keys(value);
+    if (keys.length === 0) return "{}";
+    const body = keys.map((key) => (/^[A-Za-z_$][\w$]*$/.test(key) ? key : JSON.stringify(key)) + ": " + inspect(value[key], depth + 1));
+    return "{ " + body.join(", ") + " }";
+  }
+
+  function format(args) {
+    if (args.length === 0) return "";
+    let rest = args;
+    let head = "";
+    if (typeof args[0] === "string" && args[0].indexOf("%") !== -1) {
+      let index = 1;
+      head = args[0].replace(/%[sdifjoO%]/g, (token) => {
+        if (token === "%%") return "%";
+        if (index >= args.length) return token;
+        const argument = args[index++];
+        switch (token) {
+          case "%s": return typeof argument === "string" ? argument : inspect(argument, 1);
+          case "%d": case "%i": return String(token === "%i" ? parseInt(argument, 10) : Number(argument));
+          case "%f": return String(parseFloat(argument));
+          case "%j": try { return JSON.stringify(argument); } catch (error) { return "[Circular]"; }
+          default: return inspect(argument, 1);
+        }
+      });
+      rest = args.slice(index);
+      return [head].concat(rest.map((item) => inspect(item, 0))).join(" ");
+    }
+    return rest.map((item) => inspect(item, 0)).join(" ");
+  }
+
+  const console = {};
+  for (const [method, level] of [["log", "info"], ["info", "info"], ["debug", "debug"], ["trace", "debug"], ["warn", "warn"], ["error", "error"]]) {
+    console[method] = function (...args) { host.log(level, format(args)); };
+  }
+  Object.defineProperty(globalThis, "console", { value: console, writable: true, configurable: true });
+
+  // Timers: the host sleeps, then calls fireTimer; callbacks stay here.
+  function startTimer(callback, delay, args, repeat) {
+    if (typeof callback !== "function") throw new TypeError("the callback must be a function");
+    const id = state.nextTimer++;
+    const milliseconds = Math.max(0, Number(delay) || 0);
+    state.timers.set(id, { callback, args, repeat, milliseconds });
+    host.timerStart(id, milliseconds);
+    return id;
+  }
+  function clearTimer(id) {
+    if (state.timers.delete(id)) host.timerClear(id);
+  }
+  globalThis.setTimeout = (callback, delay, ...args) => startTimer(callback, delay, args, false);
+  globalThis.setInterval = (callback, delay, ...args) => startTimer(callback, delay, args, true);
+  globalThis.clearTimeout = clearTimer;
+  globalThis.clearInterval = clearTimer;
+
+  // Event patterns: `*` is one segment, a final `**` is one or more segments.
+  function patternMatches(pattern, event) {
+    if (pattern === event) return true;
+    if (pattern.indexOf("*") === -1) return false;
+    const patternSegments = pattern.split(":");
+    const eventSegments = event.split(":");
+    for (let index = 0; index < patternSegments.length; index++) {
+      const segment = patternSegments[index];
+      if (segment === "**") return eventSegments.length > index;
+      if (index >= eventSegments.length) return false;
+      if (segment !== "*" && segment !== eventSegments[index]) return false;
+    }
+    return patternSegments.length === eventSegments.length;
+  }
+
+  function addListener(pattern, listener, once) {
+    ensureAlive();
+    if (typeof listener !== "function") throw new TypeError("the listener must be a function");
+    throwHostError(host.subscribe(String(pattern)));
+    state.listeners.push({ pattern: String(pattern), listener, once });
+  }
+
+  function removeListener(entry) {
+    const index = state.listeners.indexOf(entry);
+    if (index !== -1) {
+      state.listeners.splice(index, 1);
+      host.unsubscribe(entry.pattern);
+    }
+  }
+
+  const eventBus = {
+    emit(event, data) {
+      ensureAlive();
+      let text;
+      try {
+        text = JSON.stringify(data === undefined ? null : data);
+      } catch (error) {
+        throw new TypeError("event data must be JSON-serializable: " + error.message);
+      }
+      throwHostError(host.emit(String(event), text === undefined ? "null" : text));
+    },
+    on(pattern, listener) { addListener(pattern, listener, false); return eventBus; },
+    once(pattern, listener) { addListener(pattern, listener, true); return eventBus; },
+    off(pattern, listener) {
+      ensureAlive();
+      const matching = state.listeners.filter((entry) => entry.pattern === String(pattern) && (listener === undefined || entry.listener === listener));
+      for (const entry of matching) removeListener(entry);
+      return eventBus;
+    },
+  };
+
+  // Asynchronous host operations: a promise here, the work in the host, settled by `settle`.
+  function startOperation(kind, payload) {
+    ensureAlive();
+    let text;
+    try {
+      text = JSON.stringify(payload);
+    } catch (error) {
+      return Promise.reject(new TypeError("arguments must be JSON-serializable: " + error.message));
+    }
+    const id = state.nextOp++;
+    return new Promise((resolve, reject) => {
+      state.ops.set(id, { resolve, reject });
+      const refused = host.startOperation(id, kind, text);
+      if (refused !== undefined && refused !== null) {
+        state.ops.delete(id);
+        const error = JSON.parse(refused);
+        reject(makeError(error.name, error.message));
+      }
+    });
+  }
+
+  function dependencyHandle(name) {
+    ensureAlive();
+    const description = JSON.parse(host.describeDependency(String(name)));
+    if (description.error) throw makeError(description.error.name, description.error.message);
+    const call = (method, args) => startOperation("call", { dependency: description.metadata.name, method, args });
+    const handle = {
+      metadata: description.metadata,
+      execute: (input) => call(null, [input === undefined ? null : input]),
+      call: (method, ...args) => call(String(method), args),
+    };
+    for (const exported of description.exports) {
+      if (!(exported in handle)) handle[exported] = (...args) => call(exported, args);
+    }
+    return Object.freeze(handle);
+  }
+
+  function buildContext() {
+    const context = {
+      pluginName: host.pluginName,
+      eventBus,
+      getDependency: (name) => dependencyHandle(name),
+      getDependencies: () => {
+        ensureAlive();
+        const map = new Map();
+        for (const name of JSON.parse(host.declaredDependencies())) map.set(name, dependencyHandle(name));
+        return map;
+      },
+    };
+    return context;
+  }
+
+  function complete(callId, outcome) {
+    if (outcome !== null && typeof outcome === "object" && typeof outcome.then === "function") {
+      outcome.then(
+        (value) => {
+          let text;
+          try { text = resultJson(value); } catch (error) { host.complete(callId, false, errorJson(new TypeError("the result is not JSON-serializable: " + error.message))); return; }
+          host.complete(callId, true, text);
+        },
+        (error) => host.complete(callId, false, errorJson(error)),
+      );
+      return;
+    }
+    let text;
+    try { text = resultJson(outcome); } catch (error) { host.complete(callId, false, errorJson(new TypeError("the result is not JSON-serializable: " + error.message))); return; }
+    host.complete(callId, true, text);
+  }
+
+  function reportListenerError(event, error) {
+    host.listenerError(event, errorJson(error));
+  }
+
+  const api = {
+    // Validates the module's plugin object and describes it to the host.
+    keepNamespace(namespace) {
+      state.namespace = namespace;
+    },
+    adopt() {
+      const namespace = state.namespace;
+      state.namespace = null;
+      let plugin = namespace.default;
+      if (plugin === null || typeof plugin !== "object") plugin = namespace.plugin;
+      if (plugin === null || typeof plugin !== "object") {
+        return JSON.stringify({ error: "the module has no default export or 'plugin' export that is an object" });
+      }
+      const metadata = plugin.metadata;
+      if (metadata === null || typeof metadata !== "object") {
+        return JSON.stringify({ error: "the plugin object has no 'metadata' object" });
+      }
+      let metadataJson;
+      try { metadataJson = JSON.parse(JSON.stringify(metadata)); } catch (error) { return JSON.stringify({ error: "metadata is not JSON: " + error.message }); }
+      state.plugin = plugin;
+      const exports = [];
+      // Own functions, plus those of a class prototype when the plugin is a class instance.
+      const prototype = Object.getPrototypeOf(plugin);
+      const inherited = prototype && prototype !== Object.prototype ? Object.getOwnPropertyNames(prototype) : [];
+      for (const key of new Set([...Object.keys(plugin), ...inherited])) {
+        if (key === "constructor" || key === "metadata") continue;
+        if (typeof plugin[key] === "function" && key !== "initialize" && key !== "cleanup" && key !== "execute") exports.push(key);
+      }
+      exports.sort();
+      return JSON.stringify({ metadata: metadataJson, exports, executable: typeof plugin.execute === "function" });
+    },
+    initialize(callId) {
+      state.context = buildContext();
+      try {
+        complete(callId, typeof state.plugin.initialize === "function" ? state.plugin.initialize(state.context) : undefined);
+      } catch (error) {
+        host.complete(callId, false, errorJson(error));
+      }
+    },
+    cleanup(callId) {
+      try {
+        complete(callId, typeof state.plugin.cleanup === "function" ? state.plugin.cleanup() : undefined);
+      } catch (error) {
+        host.complete(callId, false, errorJson(error));
+      }
+    },
+    invoke(callId, method, argsJson) {
+      try {
+        const name = method === null || method === undefined ? "execute" : method;
+        const target = state.plugin[name];
+        if (typeof target !== "function") {
+          host.complete(callId, false, JSON.stringify(name === "execute"
+            ? { name: "NotExecutableError", message: "plugin '" + host.pluginName + "' has no execute function" }
+            : { name: "MethodNotFoundError", message: "plugin '" + host.pluginName + "' exports no function '" + name + "'" }));
+          return;
+        }
+        complete(callId, target.apply(state.plugin, JSON.parse(argsJson)));
+      } catch (error) {
+        host.complete(callId, false, errorJson(error));
+      }
+    },
+    deliver(batchJson) {
+      if (!state.alive) return;
+      const batch = JSON.parse(batchJson);
+      for (const [event, source, data] of batch) {
+        const listeners = state.listeners.slice();
+        for (const entry of listeners) {
+          if (!patternMatches(entry.pattern, event)) continue;
+          if (entry.once) removeListener(entry);
+          try {
+            const outcome = entry.listener.call(undefined, data, { event, source });
+            if (outcome !== null && typeof outcome === "object" && typeof outcome.then === "function") {
+              outcome.then(undefined, (error) => reportListenerError(event, error));
+            }
+          } catch (error) {
+            reportListenerError(event, error);
+          }
+        }
+      }
+    },
+    fireTimer(id) {
+      const timer = state.timers.get(id);
+      if (timer === undefined || !state.alive) return;
+      if (timer.repeat) host.timerStart(id, timer.milliseconds);
+      else state.timers.delete(id);
+      try {
+        const outcome = timer.callback.apply(undefined, timer.args);
+        if (outcome !== null && typeof outcome === "object" && typeof outcome.then === "function") {
+          outcome.then(undefined, (error) => reportListenerError("timer", error));
+        }
+      } catch (error) {
+        reportListenerError("timer", error);
+      }
+    },
+    settle(id, ok, payload) {
+      const operation = state.ops.get(id);
+      if (operation === undefined) return;
+      state.ops.delete(id);
+      if (ok) {
+        operation.resolve(JSON.parse(payload));
+      } else {
+        const error = JSON.parse(payload);
+        operation.reject(makeError(error.name, error.message));
+      }
+    },
+    dispose() {
+      state.alive = false;
+      state.timers.clear();
+      state.listeners = [];
+      for (const operation of state.ops.values()) {
+        operation.reject(makeError("PluginUnloadedError", "plugin '" + host.pluginName + "' has been unloaded"));
+      }
+      state.ops.clear();
+    },
+  };
+  return api;
+})

@@ -1,0 +1,26 @@
+//! What a Warden plugin is and the rules it lives by.
+//!
+//! - [`manifest`]: a plugin's `metadata` and the naming rules.
+//! - [`graph`]: the dependency graph (validation, load and unload order).
+//! - [`resources`]: declared resources plus operator overrides become grants with physical
+//!   names; the one place a physical name is computed.
+//! - [`events`]: event names and `*`/`**` patterns.
+//! - [`plugin`]: the [`Plugin`] trait and the capabilities a [`PluginContext`] is made of.
+//! - [`js`]: the QuickJS host that turns a JavaScript/TypeScript module into a `Plugin`.
+//!
+//! This crate must not depend on actix, HTTP or any client library: the actor system
+//! implements the capabilities, this crate only defines them.
+
+pub mod error;
+pub mod events;
+pub mod graph;
+pub mod js;
+pub mod manifest;
+pub mod plugin;
+pub mod resources;
+
+pub use error::{Error, Result};
+pub use plugin::{
+    CallTarget, Dependencies, DependencyInfo, Event, Events, Plugin, PluginContext,
+    PluginDescription, PluginFactory, PluginFuture, PluginLimits, Supervision,
+};

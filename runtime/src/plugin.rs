@@ -1,0 +1,187 @@
+//! The `Plugin` trait every plugin instance implements, and the capabilities its context is made of.
+//!
+//! A plugin never holds a client, a pool or a credential. Its [`PluginContext`] holds capability
+//! handles; the host (the actor system) implements each capability by sending messages to the
+//! actor that owns the real resource. All futures here are `!Send`: a plugin instance lives on one
+//! thread, inside its actor, and so do the futures it returns.
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use futures::future::LocalBoxFuture;
+use serde_json::Value;
+
+use crate::events::EventPattern;
+use crate::manifest::PluginManifest;
+use crate::Result;
+
+/// A future returned by a plugin or a capability; it runs on the plugin's own thread.
+pub type PluginFuture<T> = LocalBoxFuture<'static, Result<T>>;
+
+/// One event as it travels from an emitter through the broker to listeners.
+#[derive(Debug)]
+pub struct Event {
+    /// The event's name, `:`-separated segments (`user:created`).
+    pub name: String,
+    /// Who emitted it: a plugin name, `warden` or `admin`.
+    pub source: String,
+    /// The event's payload.
+    pub data: Value,
+    /// `data` serialized once, so that each of many JavaScript listeners parses it instead of the
+    /// host re-serializing it per delivery.
+    pub data_json: String,
+}
+
+impl Event {
+    /// Builds an event, serializing its payload once for every delivery that follows.
+    pub fn new(name: impl Into<String>, source: impl Into<String>, data: Value) -> Arc<Self> {
+        let data_json = data.to_string();
+        Arc::new(Event {
+            name: name.into(),
+            source: source.into(),
+            data,
+            data_json,
+        })
+    }
+}
+
+/// What a call into a plugin asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallTarget {
+    /// The plugin's `execute(input)` entry point; the arguments are `[input]`.
+    Execute,
+    /// An exported function, called by a dependent with any number of arguments.
+    Method(String),
+}
+
+impl std::fmt::Display for CallTarget {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallTarget::Execute => formatter.write_str("execute"),
+            CallTarget::Method(method) => formatter.write_str(method),
+        }
+    }
+}
+
+/// What a loaded plugin instance says about itself once its module has been evaluated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginDescription {
+    /// The validated manifest (`metadata`).
+    pub manifest: PluginManifest,
+    /// Functions dependents may call, sorted; excludes the lifecycle functions.
+    pub exports: Vec<String>,
+    /// Whether the plugin has an `execute` entry point.
+    pub executable: bool,
+}
+
+/// The functions a plugin object can have that are not exports callable by dependents.
+pub const LIFECYCLE_FUNCTIONS: [&str; 3] = ["initialize", "cleanup", "execute"];
+
+/// A loaded plugin instance: JavaScript modules and native Rust plugins alike.
+///
+/// Methods take `&self` and return futures that do not borrow it, so several calls can be in
+/// flight at once, the way Node interleaves a plugin's awaits. A call must *start* (enter the
+/// plugin's code) before its method returns, so that calls start in mailbox order.
+pub trait Plugin {
+    /// The plugin's manifest, exports and entry points.
+    fn describe(&self) -> PluginDescription;
+
+    /// Runs once per (re)start, before any other call; the context is the plugin's only door.
+    fn initialize(&self, context: PluginContext) -> PluginFuture<()>;
+
+    /// Calls `execute` or an exported function.
+    fn call(&self, target: CallTarget, arguments: Vec<Value>) -> PluginFuture<Value>;
+
+    /// Delivers a batch of events that matched at least one of the plugin's subscriptions.
+    /// Listener errors are reported through [`Supervision::listener_failed`], never returned.
+    fn deliver_events(&self, events: &[Arc<Event>]);
+
+    /// Runs on unload and before reload; the context stays usable until it resolves.
+    fn cleanup(&self) -> PluginFuture<()>;
+
+    /// Drops everything the instance holds (timers, listeners, pending calls) and makes every
+    /// later use of its context fail with `PluginUnloadedError`. Called exactly once, last.
+    fn dispose(&self);
+}
+
+/// Builds a fresh plugin instance; called at load and again on every supervised restart.
+pub trait PluginFactory: Send + Sync {
+    /// Creates the instance on the calling (plugin actor's) thread.
+    fn create(&self) -> Result<Box<dyn Plugin>>;
+    /// `js` or `native`, as the admin API reports it.
+    fn kind(&self) -> &'static str;
+}
+
+/// The event bus capability: `context.eventBus`.
+pub trait Events {
+    /// Publishes an event from this plugin; returns at once.
+    fn emit(&self, event: &str, data: Value) -> Result<()>;
+    /// Starts delivering events matching `pattern` to this plugin instance.
+    fn subscribe(&self, pattern: &EventPattern) -> Result<()>;
+    /// Stops delivering events matching `pattern` (one subscribe is undone per call).
+    fn unsubscribe(&self, pattern: &EventPattern) -> Result<()>;
+}
+
+/// What a plugin may learn about one of its declared dependencies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DependencyInfo {
+    /// The dependency's current manifest.
+    pub manifest: PluginManifest,
+    /// Its callable exports.
+    pub exports: Vec<String>,
+}
+
+/// The dependency capability: `context.getDependency(name)`.
+pub trait Dependencies {
+    /// The declared dependencies' names, in declaration order.
+    fn declared(&self) -> Vec<String>;
+    /// Metadata and exports of a declared dependency (`UndeclaredDependency` otherwise).
+    fn describe(&self, dependency: &str) -> Result<DependencyInfo>;
+    /// Calls into a declared dependency's actor; resolves to its result.
+    fn call(
+        &self,
+        dependency: &str,
+        target: CallTarget,
+        arguments: Vec<Value>,
+    ) -> PluginFuture<Value>;
+}
+
+/// How a plugin instance reports what its supervisor must know.
+pub trait Supervision {
+    /// The instance broke outside of any call (for example a timer callback ran past its time
+    /// limit); the supervisor restarts it.
+    fn instance_failed(&self, error: crate::Error);
+    /// A listener threw or rejected; logged and counted, never fatal.
+    fn listener_failed(&self, event: &str, error: &crate::Error);
+}
+
+/// Per-plugin limits applied to every entry into the plugin's code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PluginLimits {
+    /// Heap limit of the plugin's JavaScript engine, in MiB.
+    pub memory_limit_mb: u64,
+    /// Time limit of one call, in milliseconds.
+    pub call_timeout_ms: u64,
+}
+
+impl Default for PluginLimits {
+    fn default() -> Self {
+        PluginLimits {
+            memory_limit_mb: 64,
+            call_timeout_ms: 5_000,
+        }
+    }
+}
+
+/// Everything a plugin instance may reach: its only door to the outside.
+#[derive(Clone)]
+pub struct PluginContext {
+    /// The plugin's name, for logs and error messages.
+    pub plugin: String,
+    /// `context.eventBus`.
+    pub events: Rc<dyn Events>,
+    /// `context.getDependency` / `getDependencies`.
+    pub dependencies: Rc<dyn Dependencies>,
+    /// Where faults and listener errors go.
+    pub supervision: Rc<dyn Supervision>,
+}
