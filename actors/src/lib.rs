@@ -18,5 +18,7 @@ pub mod error;
 pub mod manager;
 pub mod plugin_actor;
 pub mod system;
+#[cfg(test)]
+mod tests;
 
 pub use error::{Error, Result};
