@@ -8,15 +8,16 @@ plugins_dir := "plugins"
 default: check
 
 # Run Warden in development mode on the bundled plugins (admin token: dev-token).
-run *flags:
+run *flags: infra-up
     cargo build --release -p warden
     if [ -f infra/local.env ]; then set -a; source infra/local.env; set +a; fi; \
     ./target/release/warden serve --dev --plugins-dir {{plugins_dir}} {{flags}}
 
-# Build the binary the end-to-end tests drive, then run every test.
-test:
+# Start the local stack the gateway tests use, build the binary the end-to-end tests drive,
+# then run every test.
+test: infra-up
     cargo build -p warden
-    cargo test --workspace --all-targets
+    cargo test --workspace
 
 # Formatting, lints (warnings are errors) and every test.
 check:
@@ -25,6 +26,18 @@ check:
     just test
 
 # Measure against DESIGN.md's targets; results go in BENCHMARKS.md by hand.
-bench:
+bench: infra-up
     cargo build --release -p warden
     cargo bench -p warden-tests --bench warden
+
+# Start the local stack (PostgreSQL, Tansu, Garage) and write infra/local.env; safe to rerun.
+infra-up:
+    bash infra/up.sh
+
+# Stop what infra-up started (never the machine's own PostgreSQL server).
+infra-down:
+    bash infra/down.sh
+
+# Stop the local stack and delete its state and infra/local.env.
+infra-reset:
+    bash infra/reset.sh

@@ -11,14 +11,20 @@ use serde_json::Value;
 use warden_runtime::events::{validate_event_name, EventPattern};
 use warden_runtime::manifest::DependencySpec;
 use warden_runtime::{
-    CallTarget, Dependencies, DependencyInfo, Error, Event, Events, PluginFuture, Result,
-    Supervision,
+    CallTarget, Database, Dependencies, DependencyInfo, Error, Event, Events, Kafka, KafkaOutgoing,
+    PluginFuture, Result, Storage, Supervision,
 };
 
 use crate::broker::{
     DeliverEvents, EventBroker, PublishEvent, Subscribe, SubscriberKey, Unsubscribe,
 };
 use crate::directory::PluginDirectory;
+use crate::gateways::database::{DatabaseGateway, ExecuteSql, Expect, SqlOutcome};
+use crate::gateways::kafka::{
+    ConsumeKafkaMessage, CreateConsumer, DisconnectConsumer, ExecuteKsql, KafkaGateway,
+    SendKafkaMessages, SubscribeConsumer,
+};
+use crate::gateways::storage::{StorageGateway, StorageOperation, StorageOutcome, StorageRequest};
 use crate::plugin_actor::{CallPlugin, InstanceFailed, PluginActor};
 
 /// Whether the instance a capability belongs to is still the live one; cleared on dispose and
@@ -177,5 +183,275 @@ impl Supervision for ActorSupervision {
         metrics::counter!("warden_listener_errors_total", "plugin" => self.plugin.clone())
             .increment(1);
         tracing::warn!(plugin = %self.plugin, event, error = %error, name = error.js_name(), "listener threw");
+    }
+}
+
+fn gateway_gone(plugin: &str) -> Error {
+    Error::Unavailable {
+        plugin: plugin.to_string(),
+        state: "stopping".into(),
+    }
+}
+
+fn refused<T: 'static>(error: Error) -> PluginFuture<T> {
+    Box::pin(futures::future::ready(Err(error)))
+}
+
+/// `context.database`: messages to the plugin's database gateway.
+pub(crate) struct GatewayDatabase {
+    pub liveness: Liveness,
+    pub gateway: Addr<DatabaseGateway>,
+    pub allowed: Vec<String>,
+}
+
+impl GatewayDatabase {
+    fn execute(
+        &self,
+        sql: &str,
+        parameters: Vec<Value>,
+        expect: Expect,
+    ) -> PluginFuture<SqlOutcome> {
+        if let Err(error) = self.liveness.check() {
+            return refused(error);
+        }
+        let request = self.gateway.send(ExecuteSql {
+            sql: sql.to_string(),
+            parameters,
+            expect,
+        });
+        let plugin = self.liveness.plugin.clone();
+        Box::pin(async move { request.await.map_err(|_| gateway_gone(&plugin))? })
+    }
+}
+
+impl Database for GatewayDatabase {
+    fn execute_query(&self, sql: &str, parameters: Vec<Value>) -> PluginFuture<Vec<Value>> {
+        let outcome = self.execute(sql, parameters, Expect::Rows);
+        Box::pin(async move {
+            match outcome.await? {
+                SqlOutcome::Rows(rows) => Ok(rows),
+                SqlOutcome::Affected(_) => Ok(Vec::new()),
+            }
+        })
+    }
+
+    fn execute_command(&self, sql: &str, parameters: Vec<Value>) -> PluginFuture<u64> {
+        let outcome = self.execute(sql, parameters, Expect::Affected);
+        Box::pin(async move {
+            match outcome.await? {
+                SqlOutcome::Affected(count) => Ok(count),
+                SqlOutcome::Rows(rows) => Ok(rows.len() as u64),
+            }
+        })
+    }
+
+    fn allowed_tables(&self) -> Vec<String> {
+        self.allowed.clone()
+    }
+}
+
+/// `context.kafka`: messages to the plugin's Kafka gateway; consumed messages come back to the
+/// plugin's own actor.
+pub(crate) struct GatewayKafka {
+    pub liveness: Liveness,
+    pub gateway: Addr<KafkaGateway>,
+    pub allowed: Vec<String>,
+    pub deliver_to: Recipient<ConsumeKafkaMessage>,
+    pub generation: u64,
+}
+
+impl GatewayKafka {
+    fn request<M>(&self, message: M) -> PluginFuture<M::Result>
+    where
+        M: actix::Message + Send + 'static,
+        M::Result: Send,
+        KafkaGateway: actix::Handler<M>,
+    {
+        if let Err(error) = self.liveness.check() {
+            return refused(error);
+        }
+        let request = self.gateway.send(message);
+        let plugin = self.liveness.plugin.clone();
+        Box::pin(async move { request.await.map_err(|_| gateway_gone(&plugin)) })
+    }
+}
+
+fn flatten_unit(future: PluginFuture<Result<()>>) -> PluginFuture<()> {
+    Box::pin(async move { future.await? })
+}
+
+impl Kafka for GatewayKafka {
+    fn send_messages(
+        &self,
+        topic: &str,
+        messages: Vec<KafkaOutgoing>,
+        producer_id: Option<String>,
+    ) -> PluginFuture<()> {
+        flatten_unit(self.request(SendKafkaMessages {
+            topic: topic.to_string(),
+            messages,
+            producer_id,
+        }))
+    }
+
+    fn create_consumer(&self, consumer_id: &str, group_id: &str) -> PluginFuture<()> {
+        flatten_unit(self.request(CreateConsumer {
+            consumer_id: consumer_id.to_string(),
+            group_id: group_id.to_string(),
+            deliver_to: self.deliver_to.clone(),
+            generation: self.generation,
+        }))
+    }
+
+    fn subscribe(&self, consumer_id: &str, topics: Vec<String>) -> PluginFuture<()> {
+        flatten_unit(self.request(SubscribeConsumer {
+            consumer_id: consumer_id.to_string(),
+            topics,
+        }))
+    }
+
+    fn disconnect_consumer(&self, consumer_id: &str) -> PluginFuture<()> {
+        flatten_unit(self.request(DisconnectConsumer {
+            consumer_id: consumer_id.to_string(),
+        }))
+    }
+
+    fn execute_ksql(&self, statement: &str) -> PluginFuture<Value> {
+        let request = self.request(ExecuteKsql {
+            statement: statement.to_string(),
+        });
+        Box::pin(async move { request.await? })
+    }
+
+    fn allowed_topics(&self) -> Vec<String> {
+        self.allowed.clone()
+    }
+}
+
+/// `context.s3`: messages to the plugin's S3 gateway.
+pub(crate) struct GatewayStorage {
+    pub liveness: Liveness,
+    pub gateway: Addr<StorageGateway>,
+    pub allowed: Vec<String>,
+}
+
+impl GatewayStorage {
+    fn request(&self, bucket: &str, operation: StorageOperation) -> PluginFuture<StorageOutcome> {
+        if let Err(error) = self.liveness.check() {
+            return refused(error);
+        }
+        let request = self.gateway.send(StorageRequest {
+            bucket: bucket.to_string(),
+            operation,
+        });
+        let plugin = self.liveness.plugin.clone();
+        Box::pin(async move { request.await.map_err(|_| gateway_gone(&plugin))? })
+    }
+}
+
+fn unexpected(outcome: StorageOutcome) -> Error {
+    Error::Backend {
+        service: "s3".into(),
+        message: format!("unexpected answer {outcome:?}"),
+    }
+}
+
+impl Storage for GatewayStorage {
+    fn upload(
+        &self,
+        key: &str,
+        body: Vec<u8>,
+        content_type: &str,
+        bucket: &str,
+    ) -> PluginFuture<()> {
+        let outcome = self.request(
+            bucket,
+            StorageOperation::Upload {
+                key: key.to_string(),
+                body,
+                content_type: content_type.to_string(),
+            },
+        );
+        Box::pin(async move { outcome.await.map(|_| ()) })
+    }
+
+    fn download(&self, key: &str, bucket: &str) -> PluginFuture<Vec<u8>> {
+        let outcome = self.request(
+            bucket,
+            StorageOperation::Download {
+                key: key.to_string(),
+            },
+        );
+        Box::pin(async move {
+            match outcome.await? {
+                StorageOutcome::Bytes(bytes) => Ok(bytes),
+                other => Err(unexpected(other)),
+            }
+        })
+    }
+
+    fn delete(&self, key: &str, bucket: &str) -> PluginFuture<()> {
+        let outcome = self.request(
+            bucket,
+            StorageOperation::Delete {
+                key: key.to_string(),
+            },
+        );
+        Box::pin(async move { outcome.await.map(|_| ()) })
+    }
+
+    fn exists(&self, key: &str, bucket: &str) -> PluginFuture<bool> {
+        let outcome = self.request(
+            bucket,
+            StorageOperation::Exists {
+                key: key.to_string(),
+            },
+        );
+        Box::pin(async move {
+            match outcome.await? {
+                StorageOutcome::Exists(exists) => Ok(exists),
+                other => Err(unexpected(other)),
+            }
+        })
+    }
+
+    fn list(&self, prefix: &str, bucket: &str) -> PluginFuture<Vec<String>> {
+        let outcome = self.request(
+            bucket,
+            StorageOperation::List {
+                prefix: prefix.to_string(),
+            },
+        );
+        Box::pin(async move {
+            match outcome.await? {
+                StorageOutcome::Keys(keys) => Ok(keys),
+                other => Err(unexpected(other)),
+            }
+        })
+    }
+
+    fn presigned_url(
+        &self,
+        key: &str,
+        expires_in_seconds: u32,
+        bucket: &str,
+    ) -> PluginFuture<String> {
+        let outcome = self.request(
+            bucket,
+            StorageOperation::Presign {
+                key: key.to_string(),
+                expires_in_seconds,
+            },
+        );
+        Box::pin(async move {
+            match outcome.await? {
+                StorageOutcome::Url(url) => Ok(url),
+                other => Err(unexpected(other)),
+            }
+        })
+    }
+
+    fn allowed_buckets(&self) -> Vec<String> {
+        self.allowed.clone()
     }
 }

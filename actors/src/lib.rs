@@ -15,6 +15,7 @@ pub mod broker;
 mod capabilities;
 pub mod directory;
 pub mod error;
+pub mod gateways;
 pub mod manager;
 pub mod plugin_actor;
 pub mod system;

@@ -20,11 +20,15 @@ use serde_json::json;
 use warden_runtime::graph::{plan_batch_load, Candidate, DependencyGraph};
 use warden_runtime::js::{is_module_path, JsModule, JsPluginFactory};
 use warden_runtime::manifest::validate_plugin_name;
-use warden_runtime::resources::{ResourceGrants, ResourceKind, ResourceOverrides};
+use warden_runtime::resources::{ResourceGrants, ResourceOverrides};
 use warden_runtime::{Event, PluginDescription, PluginFactory, PluginLimits};
 
 use crate::broker::{EventBroker, PublishEvent};
 use crate::directory::{DirectoryEntry, PluginDirectory};
+use crate::gateways::kafka::EnsureTopics;
+use crate::gateways::storage::EnsureBuckets;
+use crate::gateways::store::{StateStore, StoredState};
+use crate::gateways::{Backends, DatabaseGateway, KafkaGateway, PluginGateways, StorageGateway};
 use crate::plugin_actor::{
     CreateInstance, InitializeInstance, PluginActor, PluginServices, PluginState,
     PluginStateChanged, StopInstance, SupervisionPolicy, TerminatePlugin,
@@ -32,7 +36,7 @@ use crate::plugin_actor::{
 use crate::{Error, Result};
 
 /// How the manager runs plugins.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ManagerConfig {
     /// The directory plugin files are loaded from.
     pub plugins_dir: PathBuf,
@@ -44,6 +48,10 @@ pub struct ManagerConfig {
     pub plugin_threads: usize,
     /// Events a plugin may have queued before more are dropped for it.
     pub event_queue_capacity: usize,
+    /// Shared clients of the configured backing services.
+    pub backends: Backends,
+    /// Where overrides and the set of loaded plugins are kept (PostgreSQL), if configured.
+    pub store: Option<StateStore>,
 }
 
 /// Where a plugin comes from.
@@ -164,6 +172,14 @@ pub struct ClearOverrides {
 #[rtype(result = "()")]
 pub struct UnloadAll;
 
+/// Restores stored overrides and loads the plugins that were loaded before (at start).
+#[derive(Message)]
+#[rtype(result = "ScanReport")]
+pub struct RestoreState {
+    /// What the state store held.
+    pub state: StoredState,
+}
+
 /// Files changed in the plugins directory (from the watcher); loaded ones are reloaded.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -175,6 +191,7 @@ pub struct ReloadChangedFiles {
 struct LoadedPlugin {
     actor: Addr<PluginActor>,
     actor_id: u64,
+    gateways: PluginGateways,
     description: PluginDescription,
     factory: Arc<dyn PluginFactory>,
     source: Option<String>,
@@ -188,6 +205,7 @@ struct LoadedPlugin {
 struct Prepared {
     actor: Addr<PluginActor>,
     actor_id: u64,
+    arbiter: ArbiterHandle,
     description: PluginDescription,
     factory: Arc<dyn PluginFactory>,
     source: Option<String>,
@@ -297,7 +315,7 @@ impl Registry {
         &mut self,
         name_hint: String,
         factory: Arc<dyn PluginFactory>,
-    ) -> Result<(Addr<PluginActor>, u64)> {
+    ) -> Result<(Addr<PluginActor>, u64, ArbiterHandle)> {
         let services = self
             .services
             .clone()
@@ -310,7 +328,37 @@ impl Registry {
         let address = Supervisor::start_in_arbiter(&arbiter, move |_| {
             PluginActor::new(name_hint, actor_id, factory, services)
         });
-        Ok((address, actor_id))
+        Ok((address, actor_id, arbiter))
+    }
+
+    /// Starts the plugin's gateway actors, on its own arbiter, holding its grants.
+    fn start_gateways(
+        &self,
+        plugin: &str,
+        grants: &ResourceGrants,
+        arbiter: &ArbiterHandle,
+    ) -> PluginGateways {
+        let backends = &self.config.backends;
+        PluginGateways {
+            database: backends.database.clone().map(|backend| {
+                let (plugin, grants) = (plugin.to_string(), grants.clone());
+                DatabaseGateway::start_in_arbiter(arbiter, move |_| {
+                    DatabaseGateway::new(plugin, grants, backend)
+                })
+            }),
+            kafka: backends.kafka.clone().map(|backend| {
+                let (plugin, grants) = (plugin.to_string(), grants.clone());
+                KafkaGateway::start_in_arbiter(arbiter, move |_| {
+                    KafkaGateway::new(plugin, grants, backend)
+                })
+            }),
+            storage: backends.storage.clone().map(|backend| {
+                let (plugin, grants) = (plugin.to_string(), grants.clone());
+                StorageGateway::start_in_arbiter(arbiter, move |_| {
+                    StorageGateway::new(plugin, grants, backend)
+                })
+            }),
+        }
     }
 
     /// Resolves a path given by an operator to a file inside the plugins directory.
@@ -350,42 +398,35 @@ impl Registry {
         Ok(resolved)
     }
 
-    /// Refuses grants whose physical names another loaded plugin holds privately: names are
-    /// prefixed, but `a` + `b_users` and `a_b` + `users` would still meet.
-    fn check_physical_names(
-        &self,
-        plugin: &str,
-        grants: &ResourceGrants,
-        overrides: Option<&ResourceOverrides>,
-    ) -> Result<()> {
-        for kind in [
-            ResourceKind::Table,
-            ResourceKind::Topic,
-            ResourceKind::Bucket,
-        ] {
-            for grant in grants.grants(kind) {
-                if is_shared(kind, &grant.name, overrides) {
-                    continue;
-                }
-                for (other_name, other) in &self.plugins {
-                    if other_name == plugin {
-                        continue;
-                    }
-                    if other
-                        .grants
-                        .grants(kind)
-                        .iter()
-                        .any(|held| held.physical == grant.physical)
-                    {
-                        return Err(Error::Plugin(warden_runtime::Error::invalid_name(format!(
-                            "{kind} '{}' of plugin '{plugin}' would be '{}', which plugin '{other_name}' already uses",
-                            grant.name, grant.physical
-                        ))));
-                    }
-                }
+    /// Refuses a plugin whose name prefix overlaps a loaded plugin's (or the shared one's):
+    /// physical names are `<plugin>_<name>` (buckets `<plugin>-<name>`, `_` as `-`), so with
+    /// `shop` and `shop_x` loaded, `shop`'s `x_users` and `shop_x`'s `users` would meet — for
+    /// tables, indexes, constraints, topics and buckets alike.
+    fn check_name_prefix(&self, plugin: &str) -> Result<()> {
+        let normalized = |name: &str| format!("{}-", name.replace('_', "-"));
+        let candidate = normalized(plugin);
+        let shared = normalized("shared");
+        let overlapping = self
+            .plugins
+            .keys()
+            .map(String::as_str)
+            .chain(std::iter::once("shared"))
+            .filter(|other| *other != plugin)
+            .find(|other| {
+                let other = normalized(other);
+                candidate.starts_with(&other) || other.starts_with(&candidate)
+            });
+        match overlapping {
+            Some(other) => {
+                let reason = if normalized(other) == shared {
+                    format!("plugin name '{plugin}' would share the prefix of shared resources ('shared_')")
+                } else {
+                    format!("plugin name '{plugin}' overlaps the prefix of loaded plugin '{other}', so their physical names could meet")
+                };
+                Err(Error::Plugin(warden_runtime::Error::invalid_name(reason)))
             }
+            None => Ok(()),
         }
-        Ok(())
     }
 
     fn set_state(&mut self, name: &str, state: PluginState) {
@@ -394,12 +435,6 @@ impl Registry {
         }
         update_state_gauges(&self.plugins);
     }
-}
-
-fn is_shared(kind: ResourceKind, name: &str, overrides: Option<&ResourceOverrides>) -> bool {
-    overrides
-        .and_then(|overrides| overrides.name_map(kind).get(name))
-        .is_some_and(|target| target.starts_with("shared:"))
 }
 
 fn update_state_gauges(plugins: &BTreeMap<String, LoadedPlugin>) {
@@ -452,7 +487,7 @@ impl Core {
     /// Creates and describes an instance in a new actor.
     async fn prepare(&self, source: &PluginSource) -> Result<Prepared> {
         let (factory, source, hint) = self.factory_for(source)?;
-        let (actor, actor_id) = self
+        let (actor, actor_id, arbiter) = self
             .registry
             .borrow_mut()
             .start_actor(hint, factory.clone())?;
@@ -460,6 +495,7 @@ impl Core {
             Ok(Ok(description)) => Ok(Prepared {
                 actor,
                 actor_id,
+                arbiter,
                 description,
                 factory,
                 source,
@@ -498,7 +534,7 @@ impl Core {
                 &manifest.allowed_buckets,
                 effective.as_ref(),
             )?;
-            registry.check_physical_names(&name, &grants, effective.as_ref())?;
+            registry.check_name_prefix(&name)?;
             Ok((grants, effective))
         })();
         let (grants, effective) = match validated {
@@ -508,8 +544,23 @@ impl Core {
                 return Err(error);
             }
         };
-        let initialized = prepared.actor.send(InitializeInstance).await;
-        if let Err(error) = flatten(initialized) {
+        let gateways = self
+            .registry
+            .borrow()
+            .start_gateways(&name, &grants, &prepared.arbiter);
+        let ready = match ensure_resources(&gateways).await {
+            Ok(()) => flatten(
+                prepared
+                    .actor
+                    .send(InitializeInstance {
+                        gateways: gateways.clone(),
+                        grants: grants.clone(),
+                    })
+                    .await,
+            ),
+            Err(error) => Err(error),
+        };
+        if let Err(error) = ready {
             prepared.actor.do_send(StopInstance { cleanup: false });
             prepared.actor.do_send(TerminatePlugin);
             return Err(match error {
@@ -519,6 +570,10 @@ impl Core {
                 },
                 other => other,
             });
+        }
+        self.persist_loaded(&name, prepared.source.as_deref()).await;
+        if let Some(overrides) = &overrides {
+            self.persist_overrides(&name, Some(overrides)).await;
         }
         let mut registry = self.registry.borrow_mut();
         let manifest = prepared.description.manifest.clone();
@@ -542,6 +597,7 @@ impl Core {
             LoadedPlugin {
                 actor: prepared.actor,
                 actor_id: prepared.actor_id,
+                gateways,
                 description: prepared.description,
                 factory: prepared.factory,
                 source: prepared.source,
@@ -572,8 +628,13 @@ impl Core {
         self.admit(prepared, overrides).await
     }
 
-    /// Stops one plugin for good: out of the directory, `cleanup()`, dispose, forget.
-    async fn stop_plugin(&self, name: &str) {
+    /// Stops one plugin for good: out of the directory, `cleanup()`, dispose, forget. With
+    /// `forget`, it is also dropped from the durable set of loaded plugins (not at shutdown,
+    /// whose plugins a restarted Warden loads again).
+    async fn stop_plugin(&self, name: &str, forget: bool) {
+        if forget {
+            self.persist_loaded(name, None).await;
+        }
         let actor = {
             let mut registry = self.registry.borrow_mut();
             registry.directory.remove(name);
@@ -615,9 +676,9 @@ impl Core {
             registry.graph.dependents_in_unload_order(&name)
         };
         for dependent in dependents {
-            self.stop_plugin(&dependent).await;
+            self.stop_plugin(&dependent, true).await;
         }
-        self.stop_plugin(&name).await;
+        self.stop_plugin(&name, true).await;
         Ok(())
     }
 
@@ -629,7 +690,7 @@ impl Core {
         if let Some(overrides) = &overrides {
             overrides.validate()?;
         }
-        let (source, old_actor) = {
+        let (source, old_actor, old_gateways, old_grants) = {
             let registry = self.registry.borrow();
             let plugin = registry
                 .plugins
@@ -639,7 +700,12 @@ impl Core {
                 Some(relative) => PluginSource::File(relative.clone()),
                 None => PluginSource::Native(plugin.factory.clone()),
             };
-            (source, plugin.actor.clone())
+            (
+                source,
+                plugin.actor.clone(),
+                plugin.gateways.clone(),
+                plugin.grants.clone(),
+            )
         };
         let prepared = self.prepare(&source).await?;
         let validated = (|| {
@@ -667,7 +733,7 @@ impl Core {
                 &manifest.allowed_buckets,
                 effective.as_ref(),
             )?;
-            registry.check_physical_names(&name, &grants, effective.as_ref())?;
+            registry.check_name_prefix(&name)?;
             Ok((grants, effective))
         })();
         let (grants, effective) = match validated {
@@ -681,13 +747,35 @@ impl Core {
             .borrow_mut()
             .set_state(&name, PluginState::Stopping);
         let _ = old_actor.send(StopInstance { cleanup: true }).await;
-        let initialized = flatten(prepared.actor.send(InitializeInstance).await);
+        let gateways = self
+            .registry
+            .borrow()
+            .start_gateways(&name, &grants, &prepared.arbiter);
+        let initialized = match ensure_resources(&gateways).await {
+            Ok(()) => flatten(
+                prepared
+                    .actor
+                    .send(InitializeInstance {
+                        gateways: gateways.clone(),
+                        grants: grants.clone(),
+                    })
+                    .await,
+            ),
+            Err(error) => Err(error),
+        };
         if let Err(error) = initialized {
             prepared.actor.do_send(StopInstance { cleanup: false });
             prepared.actor.do_send(TerminatePlugin);
             // Bring the previous version back, so a failed reload leaves the plugin as it was.
             let restored = match flatten(old_actor.send(CreateInstance).await) {
-                Ok(_) => flatten(old_actor.send(InitializeInstance).await),
+                Ok(_) => flatten(
+                    old_actor
+                        .send(InitializeInstance {
+                            gateways: old_gateways,
+                            grants: old_grants,
+                        })
+                        .await,
+                ),
                 Err(error) => Err(error),
             };
             let mut registry = self.registry.borrow_mut();
@@ -707,6 +795,13 @@ impl Core {
             });
         }
         old_actor.do_send(TerminatePlugin);
+        match &overrides {
+            Some(overrides) if *overrides == ResourceOverrides::default() => {
+                self.persist_overrides(&name, None).await
+            }
+            Some(overrides) => self.persist_overrides(&name, Some(overrides)).await,
+            None => {}
+        }
         let mut registry = self.registry.borrow_mut();
         let manifest = prepared.description.manifest.clone();
         registry.graph.insert(
@@ -737,6 +832,7 @@ impl Core {
             .ok_or_else(|| Error::PluginNotFound { name: name.clone() })?;
         plugin.actor = prepared.actor;
         plugin.actor_id = prepared.actor_id;
+        plugin.gateways = gateways;
         plugin.description = prepared.description;
         plugin.factory = prepared.factory;
         plugin.source = prepared.source;
@@ -847,6 +943,7 @@ impl Core {
             let info = self.reload(name, Some(overrides.clone())).await?;
             return Ok((overrides, Some(info)));
         }
+        self.persist_overrides(&name, Some(&overrides)).await;
         self.registry
             .borrow_mut()
             .overrides
@@ -861,14 +958,51 @@ impl Core {
             self.reload(name.clone(), Some(ResourceOverrides::default()))
                 .await?;
         }
+        self.persist_overrides(&name, None).await;
         self.registry.borrow_mut().overrides.remove(&name);
         Ok(())
+    }
+
+    fn store(&self) -> Option<StateStore> {
+        self.registry.borrow().config.store.clone()
+    }
+
+    /// Durability is best effort per change: a failed write is logged, and the change stands.
+    async fn persist_loaded(&self, name: &str, source: Option<&str>) {
+        if let Some(store) = self.store() {
+            if let Err(error) = store.save_loaded(name, source).await {
+                tracing::warn!(plugin = %name, %error, "could not record the set of loaded plugins");
+            }
+        }
+    }
+
+    async fn persist_overrides(&self, name: &str, overrides: Option<&ResourceOverrides>) {
+        if let Some(store) = self.store() {
+            if let Err(error) = store.save_overrides(name, overrides).await {
+                tracing::warn!(plugin = %name, %error, "could not store overrides");
+            }
+        }
+    }
+
+    async fn restore(&self, state: StoredState) -> ScanReport {
+        self.registry.borrow_mut().overrides = state.overrides;
+        let mut report = ScanReport::default();
+        for source in state.loaded_sources {
+            match self.load(PluginSource::File(source.clone()), None).await {
+                Ok(info) => report.loaded.push(info.description.manifest.name),
+                Err(error) => report.failed.push((source, error)),
+            }
+        }
+        report
     }
 
     async fn unload_all(&self) {
         let order = self.registry.borrow().graph.load_order();
         for name in order.into_iter().rev() {
-            self.stop_plugin(&name).await;
+            self.stop_plugin(&name, false).await;
+        }
+        if let Some(kafka) = &self.registry.borrow().config.backends.kafka {
+            kafka.flush();
         }
     }
 
@@ -899,6 +1033,17 @@ impl Core {
             }
         }
     }
+}
+
+/// Creates the plugin's declared topics and buckets before its `initialize` runs.
+async fn ensure_resources(gateways: &PluginGateways) -> Result<()> {
+    if let Some(kafka) = &gateways.kafka {
+        flatten(kafka.send(EnsureTopics).await)?;
+    }
+    if let Some(storage) = &gateways.storage {
+        flatten(storage.send(EnsureBuckets).await)?;
+    }
+    Ok(())
 }
 
 fn flatten<T>(
@@ -1009,6 +1154,15 @@ impl Handler<UnloadAll> for PluginManager {
     fn handle(&mut self, _: UnloadAll, _: &mut Self::Context) -> Self::Result {
         let core = self.core();
         atomic_change!(self, async move { core.unload_all().await })
+    }
+}
+
+impl Handler<RestoreState> for PluginManager {
+    type Result = AtomicResponse<Self, ScanReport>;
+
+    fn handle(&mut self, message: RestoreState, _: &mut Self::Context) -> Self::Result {
+        let core = self.core();
+        atomic_change!(self, async move { core.restore(message.state).await })
     }
 }
 

@@ -22,13 +22,20 @@ use actix::{
 use futures::FutureExt as _;
 use serde_json::Value;
 use warden_runtime::manifest::DependencySpec;
+use warden_runtime::resources::{ResourceGrants, ResourceKind};
 use warden_runtime::{
-    CallTarget, Error, Plugin, PluginContext, PluginDescription, PluginFactory, Result,
+    CallTarget, Database, Error, Kafka, Plugin, PluginContext, PluginDescription, PluginFactory,
+    Result, Storage,
 };
 
 use crate::broker::{DeliverEvents, EventBroker, RemoveSubscriber, SubscriberKey};
-use crate::capabilities::{ActorSupervision, BrokerEvents, DirectoryDependencies, Liveness};
+use crate::capabilities::{
+    ActorSupervision, BrokerEvents, DirectoryDependencies, GatewayDatabase, GatewayKafka,
+    GatewayStorage, Liveness,
+};
 use crate::directory::PluginDirectory;
+use crate::gateways::kafka::{ConsumeKafkaMessage, DisconnectAllConsumers};
+use crate::gateways::PluginGateways;
 
 /// A plugin's lifecycle state, as the admin API reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -139,7 +146,12 @@ pub struct CreateInstance;
 /// Runs `initialize` with a fresh context; the plugin is running once it resolves.
 #[derive(Message)]
 #[rtype(result = "Result<()>")]
-pub struct InitializeInstance;
+pub struct InitializeInstance {
+    /// The gateway actors this and every restarted instance's context use.
+    pub gateways: PluginGateways,
+    /// The grants those gateways hold (for `getAllowed*`).
+    pub grants: ResourceGrants,
+}
 
 /// Calls `execute` or an exported function.
 #[derive(Message)]
@@ -182,6 +194,8 @@ pub struct PluginActor {
     factory: Arc<dyn PluginFactory>,
     services: PluginServices,
     declared_dependencies: Vec<DependencySpec>,
+    gateways: PluginGateways,
+    grants: ResourceGrants,
     instance: Option<Rc<dyn Plugin>>,
     instance_alive: Rc<Cell<bool>>,
     generation: u64,
@@ -206,6 +220,8 @@ impl PluginActor {
             factory,
             services,
             declared_dependencies: Vec::new(),
+            gateways: PluginGateways::default(),
+            grants: ResourceGrants::default(),
             instance: None,
             instance_alive: Rc::new(Cell::new(false)),
             generation: 0,
@@ -277,7 +293,7 @@ impl PluginActor {
                 queue: self.queue.clone(),
             }),
             dependencies: Rc::new(DirectoryDependencies {
-                liveness,
+                liveness: liveness.clone(),
                 declared: self.declared_dependencies.clone(),
                 directory: self.services.directory.clone(),
             }),
@@ -285,6 +301,29 @@ impl PluginActor {
                 plugin: self.name.clone(),
                 generation: self.generation,
                 actor: context.address().downgrade(),
+            }),
+            database: self.gateways.database.clone().map(|gateway| {
+                Rc::new(GatewayDatabase {
+                    liveness: liveness.clone(),
+                    gateway,
+                    allowed: self.grants.names(ResourceKind::Table),
+                }) as Rc<dyn Database>
+            }),
+            kafka: self.gateways.kafka.clone().map(|gateway| {
+                Rc::new(GatewayKafka {
+                    liveness: liveness.clone(),
+                    gateway,
+                    allowed: self.grants.names(ResourceKind::Topic),
+                    deliver_to: context.address().recipient(),
+                    generation: self.generation,
+                }) as Rc<dyn Kafka>
+            }),
+            storage: self.gateways.storage.clone().map(|gateway| {
+                Rc::new(GatewayStorage {
+                    liveness: liveness.clone(),
+                    gateway,
+                    allowed: self.grants.names(ResourceKind::Bucket),
+                }) as Rc<dyn Storage>
             }),
         }
     }
@@ -310,6 +349,10 @@ impl PluginActor {
             if std::panic::catch_unwind(AssertUnwindSafe(|| instance.dispose())).is_err() {
                 tracing::error!(plugin = %self.name, "dispose panicked");
             }
+        }
+        // Consumers belong to the instance: a restarted or unloaded plugin keeps none.
+        if let Some(kafka) = &self.gateways.kafka {
+            kafka.do_send(DisconnectAllConsumers);
         }
         self.services.broker.do_send(RemoveSubscriber {
             subscriber: SubscriberKey {
@@ -450,8 +493,10 @@ impl Handler<CreateInstance> for PluginActor {
 impl Handler<InitializeInstance> for PluginActor {
     type Result = ResponseActFuture<Self, Result<()>>;
 
-    fn handle(&mut self, _: InitializeInstance, context: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, message: InitializeInstance, context: &mut Self::Context) -> Self::Result {
         self.state = PluginState::Starting;
+        self.gateways = message.gateways;
+        self.grants = message.grants;
         let generation = self.generation;
         Box::pin(
             self.initialize(context)
@@ -506,6 +551,25 @@ impl Handler<CallPlugin> for PluginActor {
             }
             result
         })
+    }
+}
+
+impl Handler<ConsumeKafkaMessage> for PluginActor {
+    type Result = ResponseFuture<Result<()>>;
+
+    fn handle(&mut self, message: ConsumeKafkaMessage, _: &mut Self::Context) -> Self::Result {
+        let instance = match (&self.instance, self.state) {
+            (Some(instance), PluginState::Running) if message.generation == self.generation => {
+                instance.clone()
+            }
+            _ => {
+                let error = self.unavailable();
+                return Box::pin(async move { Err(error) });
+            }
+        };
+        Box::pin(guarded(&self.name, self.services.call_timeout, || {
+            instance.consume(&message.consumer_id, message.record)
+        }))
     }
 }
 

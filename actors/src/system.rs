@@ -14,10 +14,12 @@ use warden_runtime::{CallTarget, Event, PluginFactory};
 
 use crate::broker::{EventBroker, OpenEventStream, PublishEvent};
 use crate::directory::PluginDirectory;
+use crate::gateways::store::StoredState;
+use crate::gateways::{Backends, Readiness};
 use crate::manager::{
     ClearOverrides, GetOverrides, GetPlugin, ListPlugins, LoadPlugin, ManagerConfig, PluginInfo,
-    PluginManager, PluginSource, ReloadChangedFiles, ReloadPlugin, ScanPlugins, ScanReport,
-    SetOverrides, UnloadAll, UnloadPlugin,
+    PluginManager, PluginSource, ReloadChangedFiles, ReloadPlugin, RestoreState, ScanPlugins,
+    ScanReport, SetOverrides, UnloadAll, UnloadPlugin,
 };
 use crate::plugin_actor::CallPlugin;
 use crate::{Error, Result};
@@ -30,6 +32,7 @@ const WATCH_DEBOUNCE: Duration = Duration::from_millis(150);
 #[derive(Clone)]
 pub struct Warden {
     manager: Addr<PluginManager>,
+    backends: Backends,
     broker: Addr<EventBroker>,
     directory: PluginDirectory,
     watcher: Option<Arc<std::sync::Mutex<notify::RecommendedWatcher>>>,
@@ -38,11 +41,13 @@ pub struct Warden {
 impl Warden {
     /// Starts the broker and the manager on the current actix system.
     pub fn start(config: ManagerConfig) -> Self {
+        let backends = config.backends.clone();
         let broker = EventBroker::new(config.event_queue_capacity).start();
         let directory = PluginDirectory::default();
         let manager = PluginManager::new(config, broker.clone(), directory.clone()).start();
         Warden {
             manager,
+            backends,
             broker,
             directory,
             watcher: None,
@@ -90,6 +95,16 @@ impl Warden {
         });
         self.watcher = Some(Arc::new(std::sync::Mutex::new(watcher)));
         Ok(())
+    }
+
+    /// Restores stored overrides and loads the plugins that were loaded when Warden stopped.
+    pub async fn restore(&self, state: StoredState) -> Result<ScanReport> {
+        Ok(self.manager.send(RestoreState { state }).await?)
+    }
+
+    /// Each backing service's readiness (`/ready`).
+    pub async fn readiness(&self) -> [(&'static str, Readiness); 3] {
+        self.backends.readiness().await
     }
 
     /// Loads a plugin file (relative to the plugins directory).

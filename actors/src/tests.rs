@@ -117,6 +117,8 @@ fn start(max_restarts: u32, call_timeout_ms: u64) -> (Warden, tempfile::TempDir)
         },
         plugin_threads: 2,
         event_queue_capacity: 100_000,
+        backends: Default::default(),
+        store: None,
     });
     (warden, directory)
 }

@@ -76,6 +76,8 @@ pub struct Settings {
     pub plugin_threads: Option<usize>,
     /// Events one plugin may have queued before more are dropped for it.
     pub event_queue_capacity: usize,
+    /// Connections in the shared PostgreSQL pool.
+    pub database_pool_size: usize,
 }
 
 impl Default for Settings {
@@ -99,6 +101,7 @@ impl Default for Settings {
             plugin_restart_window_s: 60,
             plugin_threads: None,
             event_queue_capacity: 10_000,
+            database_pool_size: 16,
         }
     }
 }

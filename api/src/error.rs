@@ -74,6 +74,13 @@ impl ApiError {
             | E::UndeclaredDependency { .. }
             | E::MethodNotFound { .. }
             | E::InvalidValue { .. }
+            | E::TableAccessDenied { .. }
+            | E::SqlNotAllowed { .. }
+            | E::Database { .. }
+            | E::TopicAccessDenied { .. }
+            | E::BucketAccessDenied { .. }
+            | E::KsqlNotConfigured
+            | E::Backend { .. }
             | E::Capability { .. } => (unprocessable, "execution_failed"),
         };
         let name = match code {

@@ -50,8 +50,8 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .route("/events/stream", web::get().to(event_stream));
 }
 
-/// Parses an optional JSON body: empty means `None`; malformed or unknown fields are 400.
-fn optional_json<T: for<'de> Deserialize<'de>>(body: &Bytes) -> ApiResult<Option<T>> {
+/// Parses an optional JSON body of any shape: empty means `None`; malformed JSON is 400.
+fn optional_json(body: &Bytes) -> ApiResult<Option<serde_json::Value>> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
@@ -60,19 +60,31 @@ fn optional_json<T: for<'de> Deserialize<'de>>(body: &Bytes) -> ApiResult<Option
         .map_err(|error| ApiError::invalid_request(format!("invalid JSON body: {error}")))
 }
 
+/// Parses an optional JSON object body into `T`: empty means `None`; malformed JSON, another
+/// JSON type (serde would otherwise read a struct from an array) or unknown fields are 400.
+fn optional_object<T: for<'de> Deserialize<'de>>(body: &Bytes) -> ApiResult<Option<T>> {
+    match optional_json(body)? {
+        None => Ok(None),
+        Some(value @ serde_json::Value::Object(_)) => serde_json::from_value(value)
+            .map(Some)
+            .map_err(|error| ApiError::invalid_request(format!("invalid body: {error}"))),
+        Some(_) => Err(ApiError::invalid_request("the body must be a JSON object")),
+    }
+}
+
 #[utoipa::path(get, path = "/health", responses((status = 200, body = HealthResponse)))]
 async fn health() -> Json<HealthResponse> {
     Json(HealthResponse { status: "ok" })
 }
 
 #[utoipa::path(get, path = "/ready", responses((status = 200, body = ReadyResponse), (status = 503, body = ReadyResponse)), security(("bearer" = [])))]
-async fn ready() -> HttpResponse {
-    // PostgreSQL, Kafka and S3 gateways are not part of this build: each backend is disabled.
-    let checks = BTreeMap::from([
-        ("database", "disabled"),
-        ("kafka", "disabled"),
-        ("s3", "disabled"),
-    ]);
+async fn ready(warden: Data<Warden>) -> HttpResponse {
+    let checks: BTreeMap<&'static str, &'static str> = warden
+        .readiness()
+        .await
+        .into_iter()
+        .map(|(backend, readiness)| (backend, readiness.as_str()))
+        .collect();
     let healthy = checks.values().all(|check| *check != "down");
     let status = if healthy {
         StatusCode::OK
@@ -112,7 +124,7 @@ async fn list_plugins(warden: Data<Warden>) -> ApiResult<Json<PluginList>> {
     responses((status = 201, body = PluginInfoDto), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("bearer" = [])))]
 async fn load_plugin(warden: Data<Warden>, body: Bytes) -> ApiResult<HttpResponse> {
-    let request: LoadRequest = optional_json(&body)?
+    let request: LoadRequest = optional_object(&body)?
         .ok_or_else(|| ApiError::invalid_request("the body must be {\"path\": …}"))?;
     let info = warden
         .load(request.path, request.overrides.map(Into::into))
@@ -157,7 +169,7 @@ async fn reload_plugin(
     name: Path<String>,
     body: Bytes,
 ) -> ApiResult<Json<PluginInfoDto>> {
-    let request: ReloadRequest = optional_json(&body)?.unwrap_or_default();
+    let request: ReloadRequest = optional_object(&body)?.unwrap_or_default();
     let info = warden
         .reload(name.into_inner(), request.overrides.map(Into::into))
         .await?;
@@ -172,7 +184,7 @@ async fn execute_plugin(
     name: Path<String>,
     body: Bytes,
 ) -> ApiResult<Json<ExecuteResponse>> {
-    let input = optional_json::<serde_json::Value>(&body)?.unwrap_or(serde_json::Value::Null);
+    let input = optional_json(&body)?.unwrap_or(serde_json::Value::Null);
     let result = warden.execute(&name, input).await?;
     Ok(Json(ExecuteResponse { result }))
 }
@@ -190,7 +202,7 @@ async fn put_overrides(
     name: Path<String>,
     body: Bytes,
 ) -> ApiResult<Json<OverridesResponse>> {
-    let overrides: Overrides = optional_json(&body)?
+    let overrides: Overrides = optional_object(&body)?
         .ok_or_else(|| ApiError::invalid_request("the body must be an Overrides object"))?;
     let (stored, plugin) = warden
         .set_overrides(name.into_inner(), overrides.into())
@@ -211,7 +223,7 @@ async fn delete_overrides(warden: Data<Warden>, name: Path<String>) -> ApiResult
 #[utoipa::path(post, path = "/events", request_body = PublishRequest,
     responses((status = 202), (status = 400, body = ErrorBody)), security(("bearer" = [])))]
 async fn publish_event(warden: Data<Warden>, body: Bytes) -> ApiResult<HttpResponse> {
-    let request: PublishRequest = optional_json(&body)?
+    let request: PublishRequest = optional_object(&body)?
         .ok_or_else(|| ApiError::invalid_request("the body must be {\"event\": …, \"data\": …}"))?;
     warden
         .publish(&request.event, "admin", request.data)

@@ -10,6 +10,10 @@ use actix_web::web::{self, Data};
 use actix_web::{App, HttpResponse, HttpServer, ResponseError as _};
 use anyhow::Context as _;
 use metrics_exporter_prometheus::PrometheusBuilder;
+use warden_actors::gateways::store::StateStore;
+use warden_actors::gateways::{
+    Backends, DatabaseBackend, KafkaBackend, StorageBackend, StorageConfig,
+};
 use warden_actors::manager::ManagerConfig;
 use warden_actors::plugin_actor::SupervisionPolicy;
 use warden_actors::system::Warden;
@@ -40,6 +44,13 @@ pub async fn run(
     let plugin_threads = settings
         .plugin_threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |cores| cores.get()));
+    let backends = connect_backends(&settings)?;
+    let store = match &backends.database {
+        Some(database) => Some(StateStore::open(database.clone()).await.map_err(|error| {
+            anyhow::anyhow!("cannot open Warden's state in PostgreSQL: {error}")
+        })?),
+        None => None,
+    };
     let mut warden = Warden::start(ManagerConfig {
         plugins_dir: plugins_dir.clone(),
         limits: PluginLimits {
@@ -53,7 +64,22 @@ pub async fn run(
         },
         plugin_threads,
         event_queue_capacity: settings.event_queue_capacity,
+        backends,
+        store: store.clone(),
     });
+    if let Some(store) = &store {
+        let state = store.load().await.map_err(|error| {
+            anyhow::anyhow!("cannot read Warden's state from PostgreSQL: {error}")
+        })?;
+        let report = warden.restore(state).await?;
+        for (path, error) in &report.failed {
+            tracing::error!(%path, %error, "previously loaded plugin not restored");
+        }
+        tracing::info!(
+            restored = report.loaded.len(),
+            "plugins restored from the state store"
+        );
+    }
     if settings.load_all {
         let report = warden.scan().await?;
         for (path, error) in &report.failed {
@@ -110,6 +136,48 @@ pub async fn run(
     let _ = serving.await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The shared clients of every backing service the settings configure.
+fn connect_backends(settings: &Settings) -> anyhow::Result<Backends> {
+    let database = match &settings.database_url {
+        Some(url) => Some(
+            DatabaseBackend::connect(url, settings.database_pool_size)
+                .map_err(|error| anyhow::anyhow!("invalid WARDEN_DATABASE_URL: {error}"))?,
+        ),
+        None => None,
+    };
+    let kafka = match &settings.kafka_brokers {
+        Some(brokers) => Some(
+            KafkaBackend::connect(brokers, settings.ksqldb_url.clone())
+                .map_err(|error| anyhow::anyhow!("invalid WARDEN_KAFKA_BROKERS: {error}"))?,
+        ),
+        None => None,
+    };
+    let storage = match &settings.s3_endpoint {
+        Some(endpoint) => {
+            let (Some(access_key), Some(secret_key)) =
+                (&settings.s3_access_key, &settings.s3_secret_key)
+            else {
+                anyhow::bail!("WARDEN_S3_ENDPOINT is set, but WARDEN_S3_ACCESS_KEY or WARDEN_S3_SECRET_KEY is not");
+            };
+            Some(
+                StorageBackend::connect(StorageConfig {
+                    endpoint: endpoint.clone(),
+                    region: settings.s3_region.clone(),
+                    access_key: access_key.clone(),
+                    secret_key: secret_key.clone(),
+                })
+                .map_err(|error| anyhow::anyhow!("invalid S3 settings: {error}"))?,
+            )
+        }
+        None => None,
+    };
+    Ok(Backends {
+        database,
+        kafka,
+        storage,
+    })
 }
 
 /// Checks `Authorization: Bearer <token>` on every endpoint except `GET /health`.

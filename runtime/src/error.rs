@@ -79,6 +79,37 @@ pub enum Error {
     #[error("invalid value: {reason}")]
     InvalidValue { reason: String },
 
+    /// A statement touches a table the plugin was not granted.
+    #[error("table '{table}' is not allowed; allowed tables: [{}]", allowed.join(", "))]
+    TableAccessDenied { table: String, allowed: Vec<String> },
+
+    /// A statement could reach outside the plugin's tables, or is of a refused kind.
+    #[error("sql not allowed: {reason}")]
+    SqlNotAllowed { reason: String },
+
+    /// PostgreSQL refused or failed the statement; `sqlstate` is its five-character code.
+    #[error("database error {sqlstate}: {message}")]
+    Database { sqlstate: String, message: String },
+
+    /// A Kafka call named a topic the plugin was not granted.
+    #[error("topic '{topic}' is not allowed; allowed topics: [{}]", allowed.join(", "))]
+    TopicAccessDenied { topic: String, allowed: Vec<String> },
+
+    /// An S3 call named a bucket the plugin was not granted.
+    #[error("bucket '{bucket}' is not allowed; allowed buckets: [{}]", allowed.join(", "))]
+    BucketAccessDenied {
+        bucket: String,
+        allowed: Vec<String>,
+    },
+
+    /// `executeKsqlStatement` was called but no ksqlDB endpoint is configured.
+    #[error("no ksqlDB endpoint is configured (WARDEN_KSQLDB_URL)")]
+    KsqlNotConfigured,
+
+    /// A backing service (Kafka, S3, ksqlDB) failed the request.
+    #[error("{service} error: {message}")]
+    Backend { service: String, message: String },
+
     /// A capability the plugin used is not available to it (the backing service is not configured).
     #[error("{message}")]
     Capability { name: String, message: String },
@@ -105,6 +136,18 @@ impl Error {
             Error::PluginUnloaded { .. } => "PluginUnloadedError",
             Error::InvalidEvent { .. } => "InvalidEventError",
             Error::InvalidValue { .. } => "TypeError",
+            Error::TableAccessDenied { .. } => "TableAccessDeniedError",
+            Error::SqlNotAllowed { .. } => "SqlNotAllowedError",
+            Error::Database { .. } => "DatabaseError",
+            Error::TopicAccessDenied { .. } => "TopicAccessDeniedError",
+            Error::BucketAccessDenied { .. } => "BucketAccessDeniedError",
+            Error::KsqlNotConfigured => "KsqlNotConfiguredError",
+            Error::Backend { service, .. } => match service.as_str() {
+                "kafka" => "KafkaError",
+                "s3" => "S3Error",
+                "ksqldb" => "KsqlError",
+                _ => "BackendError",
+            },
             Error::Capability { name, .. } => name,
         }
     }

@@ -18,9 +18,11 @@ pub mod js;
 pub mod manifest;
 pub mod plugin;
 pub mod resources;
+pub mod sql_guard;
 
 pub use error::{Error, Result};
 pub use plugin::{
-    CallTarget, Dependencies, DependencyInfo, Event, Events, Plugin, PluginContext,
-    PluginDescription, PluginFactory, PluginFuture, PluginLimits, Supervision,
+    CallTarget, Database, Dependencies, DependencyInfo, Event, Events, Kafka, KafkaOutgoing,
+    KafkaRecord, Plugin, PluginContext, PluginDescription, PluginFactory, PluginFuture,
+    PluginLimits, Storage, Supervision,
 };

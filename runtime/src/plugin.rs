@@ -96,6 +96,13 @@ pub trait Plugin {
     /// Listener errors are reported through [`Supervision::listener_failed`], never returned.
     fn deliver_events(&self, events: &[Arc<Event>]);
 
+    /// Hands one Kafka message to the `eachMessage` handler of consumer `consumer_id`;
+    /// resolves when the handler has, so the gateway can commit the offset (at least once).
+    fn consume(&self, consumer_id: &str, message: KafkaRecord) -> PluginFuture<()> {
+        let _ = (consumer_id, message);
+        Box::pin(async { Ok(()) })
+    }
+
     /// Runs on unload and before reload; the context stays usable until it resolves.
     fn cleanup(&self) -> PluginFuture<()>;
 
@@ -146,6 +153,97 @@ pub trait Dependencies {
     ) -> PluginFuture<Value>;
 }
 
+/// The PostgreSQL capability: `context.database`. Statements name the plugin's own tables;
+/// the gateway checks and rewrites them before PostgreSQL sees them.
+pub trait Database {
+    /// Runs a query; resolves to its rows as JSON objects keyed by column name.
+    fn execute_query(&self, sql: &str, parameters: Vec<Value>) -> PluginFuture<Vec<Value>>;
+    /// Runs a command; resolves to the number of rows affected.
+    fn execute_command(&self, sql: &str, parameters: Vec<Value>) -> PluginFuture<u64>;
+    /// The tables the plugin may name (unprefixed).
+    fn allowed_tables(&self) -> Vec<String>;
+}
+
+/// One message to produce.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaOutgoing {
+    /// Optional key.
+    pub key: Option<String>,
+    /// The value.
+    pub value: String,
+    /// Headers, in order.
+    pub headers: Vec<(String, String)>,
+}
+
+/// One consumed message, as `eachMessage` receives it (topic unprefixed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaRecord {
+    /// The topic as the plugin names it.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+    /// Key, when present and valid UTF-8.
+    pub key: Option<String>,
+    /// Value, when present and valid UTF-8.
+    pub value: Option<String>,
+    /// Headers with UTF-8 values.
+    pub headers: Vec<(String, String)>,
+    /// The offset.
+    pub offset: i64,
+    /// Milliseconds since the epoch, when the broker gave one.
+    pub timestamp: Option<i64>,
+}
+
+/// The Kafka capability: `context.kafka`.
+pub trait Kafka {
+    /// Produces messages to one of the plugin's topics.
+    fn send_messages(
+        &self,
+        topic: &str,
+        messages: Vec<KafkaOutgoing>,
+        producer_id: Option<String>,
+    ) -> PluginFuture<()>;
+    /// Creates a consumer in a (prefixed) group.
+    fn create_consumer(&self, consumer_id: &str, group_id: &str) -> PluginFuture<()>;
+    /// Subscribes a consumer to topics; messages arrive through [`Plugin::consume`].
+    fn subscribe(&self, consumer_id: &str, topics: Vec<String>) -> PluginFuture<()>;
+    /// Stops a consumer.
+    fn disconnect_consumer(&self, consumer_id: &str) -> PluginFuture<()>;
+    /// Checks, rewrites and forwards a ksqlDB statement.
+    fn execute_ksql(&self, statement: &str) -> PluginFuture<Value>;
+    /// The topics the plugin may name (unprefixed).
+    fn allowed_topics(&self) -> Vec<String>;
+}
+
+/// The S3 capability: `context.s3`. The bucket is always the plugin's own name for it.
+pub trait Storage {
+    /// Stores an object.
+    fn upload(
+        &self,
+        key: &str,
+        body: Vec<u8>,
+        content_type: &str,
+        bucket: &str,
+    ) -> PluginFuture<()>;
+    /// Reads an object.
+    fn download(&self, key: &str, bucket: &str) -> PluginFuture<Vec<u8>>;
+    /// Deletes an object.
+    fn delete(&self, key: &str, bucket: &str) -> PluginFuture<()>;
+    /// Whether an object exists.
+    fn exists(&self, key: &str, bucket: &str) -> PluginFuture<bool>;
+    /// Keys starting with `prefix`.
+    fn list(&self, prefix: &str, bucket: &str) -> PluginFuture<Vec<String>>;
+    /// A GET URL that works without credentials for `expires_in_seconds`.
+    fn presigned_url(
+        &self,
+        key: &str,
+        expires_in_seconds: u32,
+        bucket: &str,
+    ) -> PluginFuture<String>;
+    /// The buckets the plugin may name (unprefixed).
+    fn allowed_buckets(&self) -> Vec<String>;
+}
+
 /// How a plugin instance reports what its supervisor must know.
 pub trait Supervision {
     /// The instance broke outside of any call (for example a timer callback ran past its time
@@ -184,4 +282,10 @@ pub struct PluginContext {
     pub dependencies: Rc<dyn Dependencies>,
     /// Where faults and listener errors go.
     pub supervision: Rc<dyn Supervision>,
+    /// `context.database`, absent when PostgreSQL is not configured.
+    pub database: Option<Rc<dyn Database>>,
+    /// `context.kafka`, absent when Kafka is not configured.
+    pub kafka: Option<Rc<dyn Kafka>>,
+    /// `context.s3`, absent when S3 is not configured.
+    pub storage: Option<Rc<dyn Storage>>,
 }

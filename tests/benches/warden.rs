@@ -1,1 +1,784 @@
-fn main() {}
+//! `just bench`: Warden's speed against DESIGN.md's targets, printed as a table.
+//!
+//! Everything runs in process on the real actor system (`Warden`), except the HTTP number, which
+//! drives the release `warden` binary over loopback. Results are copied into BENCHMARKS.md.
+
+use std::io::Write as _;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt as _;
+use serde_json::{json, Value};
+use warden_actors::manager::ManagerConfig;
+use warden_actors::plugin_actor::SupervisionPolicy;
+use warden_actors::system::Warden;
+use warden_runtime::events::EventPattern;
+use warden_runtime::manifest::PluginManifest;
+use warden_runtime::{
+    CallTarget, Error, Event, Plugin, PluginContext, PluginDescription, PluginFactory,
+    PluginFuture, PluginLimits,
+};
+
+fn main() {
+    let system = actix_rt::System::new();
+    system.block_on(async {
+        println!("| measurement | result | target |");
+        println!("| --- | --- | --- |");
+        load_and_unload(1_000).await;
+        execute_in_process(200_000, 64).await;
+        for listeners in [1, 10, 100] {
+            js_event_deliveries(listeners, 1_000_000).await;
+        }
+        native_event_deliveries(100, 5_000_000).await;
+        restart_to_serving(10).await;
+        execute_over_http(100_000, 32).await;
+        sql_guard_timing();
+        match gateways::stack() {
+            Some(backends) => {
+                for concurrency in [1, 32] {
+                    gateways::postgres_point_query(&backends, concurrency).await;
+                    gateways::kafka_produce(&backends, concurrency).await;
+                    gateways::s3_put_get(&backends, concurrency).await;
+                }
+            }
+            None => report(
+                "gateways vs bare clients",
+                "skipped: run `just infra-up` first".into(),
+                "≥ 0.90",
+            ),
+        }
+    });
+}
+
+fn sql_guard_timing() {
+    use warden_runtime::resources::ResourceGrants;
+    use warden_runtime::sql_guard::guard_statement;
+    let tables = ["users".to_string(), "orders".to_string()];
+    let grants = ResourceGrants::resolve("shop", &tables, &[], &[], None).expect("grants");
+    let statements = [
+        ("point select", "SELECT id, name, email FROM users WHERE id = $1"),
+        ("insert returning", "INSERT INTO orders (user_id, total) VALUES ($1, $2) RETURNING id"),
+        (
+            "join + CTE",
+            "WITH recent AS (SELECT * FROM orders WHERE created_at > now() - interval '1 day') \
+             SELECT u.name, count(*) AS n FROM recent r JOIN users u ON u.id = r.user_id GROUP BY u.name ORDER BY n DESC LIMIT 10",
+        ),
+    ];
+    for (name, sql) in statements {
+        let iterations = 20_000;
+        let started = Instant::now();
+        for _ in 0..iterations {
+            std::hint::black_box(
+                guard_statement("shop", std::hint::black_box(sql), &grants).expect("allowed"),
+            );
+        }
+        report(
+            &format!("SQL guard parse + check + rewrite, {name}"),
+            format!(
+                "{:.1} µs",
+                started.elapsed().as_secs_f64() * 1e6 / iterations as f64
+            ),
+            "< 20 µs",
+        );
+    }
+}
+
+/// Gateway actors against the bare shared clients, on the real local stack (`just infra-up`).
+mod gateways {
+    use std::time::{Duration, Instant};
+
+    use futures::StreamExt as _;
+    use serde_json::json;
+    use warden_actors::gateways::database::{ExecuteSql, Expect};
+    use warden_actors::gateways::kafka::{EnsureTopics, SendKafkaMessages};
+    use warden_actors::gateways::storage::{EnsureBuckets, StorageOperation, StorageRequest};
+    use warden_actors::gateways::{
+        Backends, DatabaseBackend, DatabaseGateway, KafkaBackend, KafkaGateway, StorageBackend,
+        StorageConfig, StorageGateway,
+    };
+    use warden_runtime::resources::{physical_name, ResourceGrants, ResourceKind};
+    use warden_runtime::KafkaOutgoing;
+
+    use super::report;
+
+    const ROUND: Duration = Duration::from_secs(3);
+
+    /// The backends of the running local stack, from `infra/local.env`.
+    pub fn stack() -> Option<Backends> {
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../infra/local.env"))
+                .ok()?;
+        let value = |key: &str| {
+            text.lines()
+                .find_map(|line| line.strip_prefix(&format!("{key}=")))
+                .map(str::to_string)
+        };
+        Some(Backends {
+            database: Some(DatabaseBackend::connect(&value("WARDEN_DATABASE_URL")?, 32).ok()?),
+            kafka: Some(KafkaBackend::connect(&value("WARDEN_KAFKA_BROKERS")?, None).ok()?),
+            storage: Some(
+                StorageBackend::connect(StorageConfig {
+                    endpoint: value("WARDEN_S3_ENDPOINT")?,
+                    region: value("WARDEN_S3_REGION")?,
+                    access_key: value("WARDEN_S3_ACCESS_KEY")?,
+                    secret_key: value("WARDEN_S3_SECRET_KEY")?,
+                })
+                .ok()?,
+            ),
+        })
+    }
+
+    /// Runs `operation` with `concurrency` in flight for one round; returns operations per second.
+    async fn throughput<F, Fut>(concurrency: usize, operation: F) -> f64
+    where
+        F: Fn(usize) -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let started = Instant::now();
+        let mut done = 0usize;
+        let mut next = 0usize;
+        let mut in_flight = futures::stream::FuturesUnordered::new();
+        while started.elapsed() < ROUND {
+            while in_flight.len() < concurrency {
+                in_flight.push(operation(next));
+                next += 1;
+            }
+            if let Some(ok) = in_flight.next().await {
+                assert!(ok, "every benchmark operation succeeds");
+                done += 1;
+            }
+        }
+        while let Some(ok) = in_flight.next().await {
+            assert!(ok, "every benchmark operation succeeds");
+            done += 1;
+        }
+        done as f64 / started.elapsed().as_secs_f64()
+    }
+
+    fn compare(what: &str, concurrency: usize, bare: f64, gateway: f64) {
+        report(
+            &format!("{what}, concurrency {concurrency}: gateway / bare"),
+            format!("{:.2} ({gateway:.0}/s vs {bare:.0}/s)", gateway / bare),
+            if concurrency == 32 { "≥ 0.90" } else { "—" },
+        );
+    }
+
+    fn grants(plugin: &str, tables: &[&str], topics: &[&str], buckets: &[&str]) -> ResourceGrants {
+        let owned = |names: &[&str]| {
+            names
+                .iter()
+                .map(|name| name.to_string())
+                .collect::<Vec<_>>()
+        };
+        ResourceGrants::resolve(
+            plugin,
+            &owned(tables),
+            &owned(topics),
+            &owned(buckets),
+            None,
+        )
+        .expect("grants")
+    }
+
+    pub async fn postgres_point_query(backends: &Backends, concurrency: usize) {
+        let backend = backends.database.clone().expect("database");
+        let plugin = "benchpg";
+        let table = physical_name(ResourceKind::Table, plugin, "points").expect("name");
+        {
+            let client = backend.pool().get().await.expect("connection");
+            client
+                .batch_execute(&format!(
+                    "DROP TABLE IF EXISTS \"{table}\"; CREATE TABLE \"{table}\" (id int PRIMARY KEY, value text NOT NULL); \
+                     INSERT INTO \"{table}\" SELECT n, 'value ' || n FROM generate_series(1, 1000) n"
+                ))
+                .await
+                .expect("setup");
+        }
+        let bare_sql = format!("SELECT id, value FROM \"{table}\" WHERE id = $1");
+        let pool = backend.pool().clone();
+        let bare = throughput(concurrency, |n| {
+            let (pool, sql) = (pool.clone(), bare_sql.clone());
+            async move {
+                let Ok(client) = pool.get().await else {
+                    return false;
+                };
+                let Ok(statement) = client.prepare_cached(&sql).await else {
+                    return false;
+                };
+                client
+                    .query(&statement, &[&((n % 1000) as i32 + 1)])
+                    .await
+                    .is_ok_and(|rows| rows.len() == 1)
+            }
+        })
+        .await;
+        let gateway = actix::Actor::start(DatabaseGateway::new(
+            plugin.into(),
+            grants(plugin, &["points"], &[], &[]),
+            backend.clone(),
+        ));
+        let through_gateway = throughput(concurrency, |n| {
+            let request = gateway.send(ExecuteSql {
+                sql: "SELECT id, value FROM points WHERE id = $1".into(),
+                parameters: vec![json!((n % 1000) + 1)],
+                expect: Expect::Rows,
+            });
+            async move { matches!(request.await, Ok(Ok(_))) }
+        })
+        .await;
+        compare("PostgreSQL point query", concurrency, bare, through_gateway);
+        if let Ok(client) = backend.pool().get().await {
+            let _ = client
+                .batch_execute(&format!("DROP TABLE IF EXISTS \"{table}\""))
+                .await;
+        }
+    }
+
+    pub async fn kafka_produce(backends: &Backends, concurrency: usize) {
+        let backend = backends.kafka.clone().expect("kafka");
+        let plugin = "benchkafka";
+        let gateway = actix::Actor::start(KafkaGateway::new(
+            plugin.into(),
+            grants(plugin, &[], &["load"], &[]),
+            backend.clone(),
+        ));
+        assert!(
+            matches!(gateway.send(EnsureTopics).await, Ok(Ok(()))),
+            "topic created"
+        );
+        let topic = physical_name(ResourceKind::Topic, plugin, "load").expect("name");
+        let payload = "x".repeat(1024);
+        let bare = throughput(concurrency, |n| {
+            let key = n.to_string();
+            // A full queue hands the record back; it borrows the key, so drop it here.
+            let delivery = backend
+                .producer()
+                .send_result(
+                    rdkafka::producer::FutureRecord::to(&topic)
+                        .key(&key)
+                        .payload(&payload),
+                )
+                .map_err(|_| ());
+            async move {
+                match delivery {
+                    Ok(future) => matches!(future.await, Ok(Ok(_))),
+                    Err(()) => false,
+                }
+            }
+        })
+        .await;
+        let through_gateway = throughput(concurrency, |n| {
+            let request = gateway.send(SendKafkaMessages {
+                topic: "load".into(),
+                messages: vec![KafkaOutgoing {
+                    key: Some(n.to_string()),
+                    value: payload.clone(),
+                    headers: Vec::new(),
+                }],
+                producer_id: None,
+            });
+            async move { matches!(request.await, Ok(Ok(()))) }
+        })
+        .await;
+        compare("Kafka produce, 1 KiB", concurrency, bare, through_gateway);
+    }
+
+    pub async fn s3_put_get(backends: &Backends, concurrency: usize) {
+        let backend = backends.storage.clone().expect("s3");
+        let plugin = "benchs3";
+        let gateway = actix::Actor::start(StorageGateway::new(
+            plugin.into(),
+            grants(plugin, &[], &[], &["load"]),
+            backend.clone(),
+        ));
+        assert!(
+            matches!(gateway.send(EnsureBuckets).await, Ok(Ok(()))),
+            "bucket created"
+        );
+        let bucket =
+            backend.bucket(&physical_name(ResourceKind::Bucket, plugin, "load").expect("name"));
+        let body = vec![7u8; 4096];
+        let bare = throughput(concurrency, |n| {
+            let (bucket, body) = (bucket.clone(), body.clone());
+            async move {
+                let key = format!("bare/{}", n % 256);
+                bucket.put_object(&key, &body).await.is_ok()
+                    && bucket
+                        .get_object(&key)
+                        .await
+                        .is_ok_and(|object| object.bytes().len() == 4096)
+            }
+        })
+        .await;
+        let through_gateway = throughput(concurrency, |n| {
+            let key = format!("gateway/{}", n % 256);
+            let put = gateway.send(StorageRequest {
+                bucket: "load".into(),
+                operation: StorageOperation::Upload {
+                    key: key.clone(),
+                    body: body.clone(),
+                    content_type: "application/octet-stream".into(),
+                },
+            });
+            let gateway = gateway.clone();
+            async move {
+                if !matches!(put.await, Ok(Ok(_))) {
+                    return false;
+                }
+                let get = gateway.send(StorageRequest {
+                    bucket: "load".into(),
+                    operation: StorageOperation::Download { key },
+                });
+                matches!(get.await, Ok(Ok(_)))
+            }
+        })
+        .await;
+        compare("S3 put + get, 4 KiB", concurrency, bare, through_gateway);
+    }
+}
+
+fn start(plugins_dir: &std::path::Path, event_queue_capacity: usize) -> Warden {
+    Warden::start(ManagerConfig {
+        plugins_dir: plugins_dir.to_path_buf(),
+        limits: PluginLimits::default(),
+        policy: SupervisionPolicy::default(),
+        plugin_threads: std::thread::available_parallelism().map_or(1, |cores| cores.get()),
+        event_queue_capacity,
+        backends: Default::default(),
+        store: None,
+    })
+}
+
+fn report(what: &str, result: String, target: &str) {
+    println!("| {what} | {result} | {target} |");
+    let _ = std::io::stdout().flush();
+}
+
+fn resident_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|line| line.starts_with("VmRSS:"))
+                .and_then(|line| line.split_whitespace().nth(1))
+                .and_then(|kib| kib.parse::<u64>().ok())
+        })
+        .map_or(0, |kib| kib * 1024)
+}
+
+fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
+    let index = ((sorted.len() as f64 - 1.0) * fraction).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+async fn load_and_unload(count: usize) {
+    let directory = tempfile::tempdir().expect("tempdir");
+    for index in 0..count {
+        std::fs::write(
+            directory.path().join(format!("p{index:04}.js")),
+            format!(
+                "export default {{ metadata: {{ name: \"p{index:04}\", version: \"1.0.0\" }},\n\
+                 async initialize(context) {{ this.context = context; this.calls = 0; }},\n\
+                 async execute(input) {{ this.calls++; return input; }} }};\n"
+            ),
+        )
+        .expect("write plugin");
+    }
+    let warden = start(directory.path(), 10_000);
+    let before = resident_bytes();
+    let mut loads = Vec::with_capacity(count);
+    for index in 0..count {
+        let started = Instant::now();
+        warden
+            .load(format!("p{index:04}.js"), None)
+            .await
+            .expect("load");
+        loads.push(started.elapsed());
+    }
+    let after = resident_bytes();
+    let total: Duration = loads.iter().sum();
+    loads.sort();
+    report(
+        &format!("load + initialize, {count} small JS plugins, mean per plugin"),
+        format!(
+            "{:.3} ms (p50 {:.3} ms, p99 {:.3} ms)",
+            total.as_secs_f64() * 1e3 / count as f64,
+            percentile(&loads, 0.5).as_secs_f64() * 1e3,
+            percentile(&loads, 0.99).as_secs_f64() * 1e3
+        ),
+        "≤ 0.20 ms mean, p99 ≤ 1 ms",
+    );
+    report(
+        "memory per idle JS plugin (process RSS growth / plugins)",
+        format!(
+            "{:.0} KiB",
+            after.saturating_sub(before) as f64 / 1024.0 / count as f64
+        ),
+        "≤ 256 KiB",
+    );
+    let mut unloads = Vec::with_capacity(count);
+    for index in 0..count {
+        let started = Instant::now();
+        warden
+            .unload(format!("p{index:04}"), false)
+            .await
+            .expect("unload");
+        unloads.push(started.elapsed());
+    }
+    let total: Duration = unloads.iter().sum();
+    report(
+        "unload, mean per plugin",
+        format!("{:.1} µs", total.as_secs_f64() * 1e6 / count as f64),
+        "≤ 50 µs",
+    );
+    warden.shutdown().await;
+}
+
+async fn execute_in_process(calls: usize, concurrency: usize) {
+    let directory = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        directory.path().join("echo.js"),
+        "export default { metadata: { name: 'echo', version: '1.0.0' }, async execute(input) { return { ok: true, n: input.n }; } };",
+    )
+    .expect("write plugin");
+    let warden = start(directory.path(), 10_000);
+    warden.load("echo.js".into(), None).await.expect("load");
+    let started = Instant::now();
+    let failures = futures::stream::iter(0..calls)
+        .map(|n| {
+            let warden = warden.clone();
+            async move { warden.execute("echo", json!({ "n": n })).await.is_err() }
+        })
+        .buffer_unordered(concurrency)
+        .filter(|failed| futures::future::ready(*failed))
+        .count()
+        .await;
+    let elapsed = started.elapsed();
+    assert_eq!(failures, 0, "every call succeeds");
+    report(
+        &format!("`execute` round trip in process, JS plugin, small JSON, {concurrency} in flight"),
+        format!("{:.0} calls/s", calls as f64 / elapsed.as_secs_f64()),
+        "≥ 150,000/s",
+    );
+    warden.shutdown().await;
+}
+
+async fn js_event_deliveries(listeners: usize, deliveries: usize) {
+    let events = deliveries / listeners;
+    let directory = tempfile::tempdir().expect("tempdir");
+    for index in 0..listeners {
+        std::fs::write(
+            directory.path().join(format!("l{index:03}.js")),
+            format!(
+                "let seen = 0;\nexport default {{ metadata: {{ name: 'l{index:03}', version: '1.0.0' }},\n\
+                 async initialize(context) {{ context.eventBus.on('bench:tick', () => {{ seen++; if (seen === {events}) context.eventBus.emit('bench:done', {{}}); }}); }} }};\n"
+            ),
+        )
+        .expect("write plugin");
+    }
+    let warden = start(directory.path(), events + 1);
+    let report_loaded = warden.scan().await.expect("scan");
+    assert_eq!(report_loaded.loaded.len(), listeners);
+    let mut done = warden.stream("bench:done", listeners + 1).expect("stream");
+    let started = Instant::now();
+    for n in 0..events {
+        warden
+            .publish("bench:tick", "bench", json!(n))
+            .expect("publish");
+        // Yield now and then so the broker drains while we publish, as a real emitter would.
+        if n % 4_096 == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    for _ in 0..listeners {
+        tokio::time::timeout(Duration::from_secs(120), done.recv())
+            .await
+            .expect("every listener sees every event")
+            .expect("stream open");
+    }
+    let elapsed = started.elapsed();
+    report(
+        &format!("event deliveries into JS listeners, 1 emitter → {listeners}"),
+        format!(
+            "{:.0} deliveries/s",
+            (events * listeners) as f64 / elapsed.as_secs_f64()
+        ),
+        if listeners == 100 {
+            "≥ 1,000,000/s"
+        } else {
+            "—"
+        },
+    );
+    warden.shutdown().await;
+}
+
+/// A native listener that counts what it receives.
+struct CountingListener {
+    description: PluginDescription,
+    seen: Arc<AtomicUsize>,
+}
+
+impl Plugin for CountingListener {
+    fn describe(&self) -> PluginDescription {
+        self.description.clone()
+    }
+
+    fn initialize(&self, context: PluginContext) -> PluginFuture<()> {
+        let subscribed = EventPattern::parse("bench:tick")
+            .and_then(|pattern| context.events.subscribe(&pattern));
+        Box::pin(async move { subscribed })
+    }
+
+    fn call(&self, _: CallTarget, _: Vec<Value>) -> PluginFuture<Value> {
+        Box::pin(async { Ok(Value::Null) })
+    }
+
+    fn deliver_events(&self, events: &[Arc<Event>]) {
+        self.seen.fetch_add(events.len(), Ordering::Relaxed);
+    }
+
+    fn cleanup(&self) -> PluginFuture<()> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn dispose(&self) {}
+}
+
+struct CountingFactory {
+    name: String,
+    seen: Arc<AtomicUsize>,
+    crash_on_call: bool,
+}
+
+impl PluginFactory for CountingFactory {
+    fn create(&self) -> warden_runtime::Result<Box<dyn Plugin>> {
+        let manifest =
+            PluginManifest::from_json(&json!({ "name": self.name, "version": "1.0.0" }))?;
+        let description = PluginDescription {
+            manifest,
+            exports: Vec::new(),
+            executable: true,
+        };
+        if self.crash_on_call {
+            return Ok(Box::new(CrashingPlugin {
+                description,
+                crashed: Rc::new(std::cell::Cell::new(false)),
+            }));
+        }
+        Ok(Box::new(CountingListener {
+            description,
+            seen: self.seen.clone(),
+        }))
+    }
+
+    fn kind(&self) -> &'static str {
+        "native"
+    }
+}
+
+async fn native_event_deliveries(listeners: usize, deliveries: usize) {
+    let events = deliveries / listeners;
+    let directory = tempfile::tempdir().expect("tempdir");
+    let warden = start(directory.path(), events + 1);
+    let seen = Arc::new(AtomicUsize::new(0));
+    for index in 0..listeners {
+        let factory = CountingFactory {
+            name: format!("n{index:03}"),
+            seen: seen.clone(),
+            crash_on_call: false,
+        };
+        warden
+            .load_native(Arc::new(factory))
+            .await
+            .expect("load native");
+    }
+    let started = Instant::now();
+    for n in 0..events {
+        warden
+            .publish("bench:tick", "bench", json!(n))
+            .expect("publish");
+        if n % 4_096 == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    let total = events * listeners;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while seen.load(Ordering::Relaxed) < total && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let elapsed = started.elapsed();
+    assert_eq!(
+        seen.load(Ordering::Relaxed),
+        total,
+        "every native listener sees every event"
+    );
+    report(
+        &format!("event deliveries into native listeners, 1 emitter → {listeners}"),
+        format!("{:.0} deliveries/s", total as f64 / elapsed.as_secs_f64()),
+        "≥ 5,000,000/s",
+    );
+    warden.shutdown().await;
+}
+
+/// A native plugin whose first call panics; its restarted instance serves normally.
+struct CrashingPlugin {
+    description: PluginDescription,
+    crashed: Rc<std::cell::Cell<bool>>,
+}
+
+impl Plugin for CrashingPlugin {
+    fn describe(&self) -> PluginDescription {
+        self.description.clone()
+    }
+
+    fn initialize(&self, _: PluginContext) -> PluginFuture<()> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn call(&self, _: CallTarget, arguments: Vec<Value>) -> PluginFuture<Value> {
+        if arguments.first() == Some(&json!("crash")) {
+            self.crashed.set(true);
+            panic!("crash requested by the benchmark");
+        }
+        Box::pin(async { Ok(json!("ok")) })
+    }
+
+    fn deliver_events(&self, _: &[Arc<Event>]) {}
+
+    fn cleanup(&self) -> PluginFuture<()> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn dispose(&self) {}
+}
+
+async fn restart_to_serving(samples: usize) {
+    let directory = tempfile::tempdir().expect("tempdir");
+    let warden = start(directory.path(), 10_000);
+    let backoff = SupervisionPolicy::default().initial_backoff;
+    let mut times = Vec::with_capacity(samples);
+    // Panics are expected here; keep their messages out of the table.
+    std::panic::set_hook(Box::new(|_| {}));
+    for index in 0..samples {
+        let name = format!("crash{index:02}");
+        let factory = CountingFactory {
+            name: name.clone(),
+            seen: Arc::new(AtomicUsize::new(0)),
+            crash_on_call: true,
+        };
+        warden.load_native(Arc::new(factory)).await.expect("load");
+        let started = Instant::now();
+        let crashed = warden.execute(&name, json!("crash")).await;
+        assert!(
+            matches!(
+                crashed,
+                Err(warden_actors::Error::Plugin(Error::Crashed { .. }))
+            ),
+            "{crashed:?}"
+        );
+        loop {
+            if warden.execute(&name, json!("ping")).await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        times.push(started.elapsed().saturating_sub(backoff));
+    }
+    let _ = std::panic::take_hook();
+    times.sort();
+    report(
+        "restart after a crash to serving again, minus the 50 ms backoff (median of 10)",
+        format!("{:.2} ms", percentile(&times, 0.5).as_secs_f64() * 1e3),
+        "< 50 ms",
+    );
+    warden.shutdown().await;
+}
+
+async fn execute_over_http(calls: usize, concurrency: usize) {
+    let binary = std::env::var("WARDEN_BIN").unwrap_or_else(|_| {
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../target/release/warden").to_string()
+    });
+    if !std::path::Path::new(&binary).exists() {
+        report(
+            "`execute` over HTTP",
+            format!("skipped: build {binary} first (`just bench` does)"),
+            "≥ 20,000/s",
+        );
+        return;
+    }
+    let directory = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        directory.path().join("echo.js"),
+        "export default { metadata: { name: 'echo', version: '1.0.0' }, async execute(input) { return { ok: true, n: input.n }; } };",
+    )
+    .expect("write plugin");
+    let (mut server, port) = spawn_server(&binary, directory.path());
+    let url = format!("http://127.0.0.1:{port}/plugins/echo/execute");
+    let client = awc::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .finish();
+    let started = Instant::now();
+    let failures = futures::stream::iter(0..calls)
+        .map(|n| {
+            let request = client
+                .post(&url)
+                .insert_header(("Authorization", "Bearer bench"))
+                .send_json(&json!({ "n": n }));
+            async move {
+                match request.await {
+                    Ok(mut response) => {
+                        !response.status().is_success() || response.body().await.is_err()
+                    }
+                    Err(_) => true,
+                }
+            }
+        })
+        .buffer_unordered(concurrency)
+        .filter(|failed| futures::future::ready(*failed))
+        .count()
+        .await;
+    let elapsed = started.elapsed();
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(failures, 0, "every HTTP call succeeds");
+    report(
+        &format!("`execute` over HTTP (loopback, keep-alive, {concurrency} in flight, client in the same 2 cores)"),
+        format!("{:.0} calls/s", calls as f64 / elapsed.as_secs_f64()),
+        "≥ 20,000/s",
+    );
+}
+
+/// Starts the `warden` binary on a free port and returns it with the port it listens on.
+fn spawn_server(binary: &str, plugins_dir: &std::path::Path) -> (std::process::Child, u16) {
+    use std::io::BufRead as _;
+    let mut child = std::process::Command::new(binary)
+        .args(["serve", "--bind", "127.0.0.1:0", "--plugins-dir"])
+        .arg(plugins_dir)
+        .env("WARDEN_ADMIN_TOKEN", "bench")
+        .env("WARDEN_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start warden");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = std::io::BufReader::new(stderr).lines();
+    let port = loop {
+        let line = lines
+            .next()
+            .expect("warden exited before listening")
+            .expect("read stderr");
+        if let Some(address) = line.split("listening on ").nth(1) {
+            break address
+                .trim()
+                .rsplit(':')
+                .next()
+                .and_then(|port| port.parse().ok())
+                .expect("port");
+        }
+    };
+    // Keep draining the log so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (child, port)
+}

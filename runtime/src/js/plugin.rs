@@ -21,7 +21,8 @@ use super::engine::JsEngine;
 use super::host::{error_json, HostRequest, HostShared};
 use crate::manifest::PluginManifest;
 use crate::plugin::{
-    CallTarget, Event, Plugin, PluginContext, PluginDescription, PluginFuture, PluginLimits,
+    CallTarget, Event, KafkaRecord, Plugin, PluginContext, PluginDescription, PluginFuture,
+    PluginLimits,
 };
 use crate::{Error, Result};
 
@@ -48,7 +49,7 @@ impl JsPlugin {
     /// Creates an engine, evaluates the entry module (`entry` is its file name inside `root`,
     /// `code` its JavaScript) and validates the plugin object and its metadata.
     pub fn load(root: PathBuf, entry: &str, code: String, limits: PluginLimits) -> Result<Self> {
-        let host = HostShared::new(entry.to_string());
+        let host = HostShared::new(entry.to_string(), limits.memory_limit_mb);
         let engine = JsEngine::new(root, limits, &host)?;
         let described = engine.load_module(entry, code)?;
         let described: Value = serde_json::from_str(&described).map_err(|error| {
@@ -59,6 +60,8 @@ impl JsPlugin {
         }
         let manifest = PluginManifest::from_json(&described["metadata"])?;
         *host.plugin.borrow_mut() = manifest.name.clone();
+        let name = manifest.name.clone();
+        engine.enter_api(|_, api| api.get::<_, Function>("rename")?.call::<_, ()>((name,)))?;
         let exports = described["exports"]
             .as_array()
             .map(|exports| {
@@ -178,20 +181,20 @@ impl Inner {
                     let _ = sender.send(result);
                 }
             }
-            HostRequest::CallDependency {
+            HostRequest::Operation {
                 operation_id,
-                dependency,
-                target,
-                arguments,
+                operation,
             } => {
                 let context = self.host.context.borrow().clone();
                 let Some(context) = context else {
                     return;
                 };
-                let call = context.dependencies.call(&dependency, target, arguments);
+                // The operation starts now (its message is queued in call order); only its
+                // completion is awaited in the background.
+                let operation = operation.start(&context);
                 let weak = Rc::downgrade(self);
                 let task = tokio::task::spawn_local(async move {
-                    let result = call.await;
+                    let result = operation.await;
                     if let Some(inner) = weak.upgrade() {
                         inner.operations.borrow_mut().remove(&operation_id);
                         inner.settle(operation_id, result);
@@ -226,6 +229,7 @@ impl Inner {
                     timer.abort();
                 }
             }
+            HostRequest::Fault(error) => self.fail(error),
             HostRequest::ListenerFailed { event, error } => {
                 if let Some(context) = self.host.context.borrow().as_ref() {
                     context.supervision.listener_failed(&event, &error);
@@ -319,6 +323,34 @@ impl Plugin for JsPlugin {
         let _ = self
             .inner
             .enter(|_, api| api.get::<_, Function>("deliver")?.call::<_, ()>((batch,)));
+    }
+
+    fn consume(&self, consumer_id: &str, message: KafkaRecord) -> PluginFuture<()> {
+        let headers: serde_json::Map<String, Value> = message
+            .headers
+            .into_iter()
+            .map(|(name, value)| (name, Value::String(value)))
+            .collect();
+        let payload = serde_json::json!({
+            "topic": message.topic,
+            "partition": message.partition,
+            "message": {
+                "key": message.key,
+                "value": message.value,
+                "headers": headers,
+                "offset": message.offset.to_string(),
+                "timestamp": message.timestamp.map(|timestamp| timestamp.to_string()),
+            },
+        })
+        .to_string();
+        let consumer_id = consumer_id.to_string();
+        self.inner
+            .start_call(move |_, api, call_id| {
+                api.get::<_, Function>("consume")?
+                    .call::<_, ()>((call_id, consumer_id, payload))
+            })
+            .map(|result| result.map(|_| ()))
+            .boxed_local()
     }
 
     fn cleanup(&self) -> PluginFuture<()> {

@@ -14,6 +14,7 @@
     nextOp: 1,
     ops: new Map(),
     listeners: [],
+    consumers: new Map(),
   };
 
   function makeError(name, message) {
@@ -209,7 +210,113 @@
     return Object.freeze(handle);
   }
 
+  // Base64 for binary S3 bodies: the host and the engine only exchange JSON text.
+  const base64Alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  const base64Lookup = new Uint8Array(128);
+  for (let index = 0; index < base64Alphabet.length; index++) base64Lookup[base64Alphabet.charCodeAt(index)] = index;
+  function toBase64(bytes) {
+    let text = "";
+    for (let index = 0; index < bytes.length; index += 3) {
+      const a = bytes[index], b = bytes[index + 1], c = bytes[index + 2];
+      text += base64Alphabet[a >> 2] + base64Alphabet[((a & 3) << 4) | ((b ?? 0) >> 4)];
+      text += b === undefined ? "=" : base64Alphabet[((b & 15) << 2) | ((c ?? 0) >> 6)];
+      text += c === undefined ? "=" : base64Alphabet[c & 63];
+    }
+    return text;
+  }
+  function fromBase64(text) {
+    const clean = text.replace(/=+$/, "");
+    const bytes = new Uint8Array(Math.floor((clean.length * 3) / 4));
+    let output = 0;
+    for (let index = 0; index < clean.length; index += 4) {
+      const a = base64Lookup[clean.charCodeAt(index)], b = base64Lookup[clean.charCodeAt(index + 1)];
+      const c = base64Lookup[clean.charCodeAt(index + 2)], d = base64Lookup[clean.charCodeAt(index + 3)];
+      bytes[output++] = (a << 2) | (b >> 4);
+      if (index + 2 < clean.length) bytes[output++] = ((b & 15) << 4) | (c >> 2);
+      if (index + 3 < clean.length) bytes[output++] = ((c & 3) << 6) | d;
+    }
+    return bytes;
+  }
+
+  function requireString(value, what) {
+    if (typeof value !== "string") throw new TypeError(what + " must be a string");
+    return value;
+  }
+  function requireParams(params) {
+    if (params === undefined || params === null) return [];
+    if (!Array.isArray(params)) throw new TypeError("params must be an array");
+    return params;
+  }
+  function allowed(kind) {
+    ensureAlive();
+    return JSON.parse(host.allowed(kind));
+  }
+
+  function buildDatabase() {
+    return {
+      executeQuery: (sql, params) => startOperation("db.query", { sql: requireString(sql, "sql"), params: requireParams(params) }),
+      executeCommand: (sql, params) => startOperation("db.command", { sql: requireString(sql, "sql"), params: requireParams(params) }),
+      getAllowedTables: () => allowed("tables"),
+    };
+  }
+
+  function buildKafka() {
+    return {
+      sendMessage(topic, messages, producerId) {
+        if (!Array.isArray(messages)) return Promise.reject(new TypeError("messages must be an array"));
+        const normalized = [];
+        for (const message of messages) {
+          if (message === null || typeof message !== "object" || typeof message.value !== "string") {
+            return Promise.reject(new TypeError("each message needs a string value"));
+          }
+          normalized.push({ key: message.key === undefined || message.key === null ? null : String(message.key), value: message.value, headers: message.headers || {} });
+        }
+        return startOperation("kafka.send", { topic: String(topic), messages: normalized, producerId: producerId === undefined ? null : String(producerId) });
+      },
+      createConsumer: (consumerId, groupId) => startOperation("kafka.createConsumer", { consumerId: String(consumerId), groupId: String(groupId) }),
+      subscribe(consumerId, topics, eachMessage) {
+        if (typeof eachMessage !== "function") return Promise.reject(new TypeError("eachMessage must be a function"));
+        if (!Array.isArray(topics)) return Promise.reject(new TypeError("topics must be an array"));
+        state.consumers.set(String(consumerId), eachMessage);
+        return startOperation("kafka.subscribe", { consumerId: String(consumerId), topics: topics.map(String) });
+      },
+      disconnectConsumer(consumerId) {
+        state.consumers.delete(String(consumerId));
+        return startOperation("kafka.disconnect", { consumerId: String(consumerId) });
+      },
+      executeKsqlStatement: (statement) => startOperation("kafka.ksql", { statement: requireString(statement, "statement") }),
+      getAllowedTopics: () => allowed("topics"),
+    };
+  }
+
+  function buildStorage() {
+    return {
+      upload(key, body, contentType, bucket) {
+        let payload;
+        if (typeof body === "string") payload = { text: body };
+        else if (body instanceof Uint8Array) payload = { base64: toBase64(body) };
+        else if (body instanceof ArrayBuffer) payload = { base64: toBase64(new Uint8Array(body)) };
+        else return Promise.reject(new TypeError("body must be a string or a Uint8Array"));
+        return startOperation("s3.upload", Object.assign(payload, { key: String(key), contentType: contentType === undefined || contentType === null ? "application/octet-stream" : String(contentType), bucket: String(bucket) }));
+      },
+      download(key, bucket) {
+        return startOperation("s3.download", { key: String(key), bucket: String(bucket) }).then((object) => {
+          const bytes = fromBase64(object.base64);
+          // Like Node's Buffer: toString() decodes the bytes as UTF-8.
+          Object.defineProperty(bytes, "toString", { value: () => object.text, enumerable: false });
+          return bytes;
+        });
+      },
+      delete: (key, bucket) => startOperation("s3.delete", { key: String(key), bucket: String(bucket) }),
+      exists: (key, bucket) => startOperation("s3.exists", { key: String(key), bucket: String(bucket) }),
+      list: (prefix, bucket) => startOperation("s3.list", { prefix: prefix === undefined || prefix === null ? "" : String(prefix), bucket: String(bucket) }),
+      getPresignedUrl: (key, expiresInSeconds, bucket) => startOperation("s3.presign", { key: String(key), expiresInSeconds: Number(expiresInSeconds), bucket: String(bucket) }),
+      getAllowedBuckets: () => allowed("buckets"),
+    };
+  }
+
   function buildContext() {
+    const capabilities = JSON.parse(host.capabilities());
     const context = {
       pluginName: host.pluginName,
       eventBus,
@@ -221,6 +328,9 @@
         return map;
       },
     };
+    if (capabilities.database) context.database = buildDatabase();
+    if (capabilities.kafka) context.kafka = buildKafka();
+    if (capabilities.s3) context.s3 = buildStorage();
     return context;
   }
 
@@ -247,6 +357,10 @@
 
   const api = {
     // Validates the module's plugin object and describes it to the host.
+    // The plugin's name is known once its metadata is read; messages use it from then on.
+    rename(name) {
+      host.pluginName = name;
+    },
     keepNamespace(namespace) {
       state.namespace = namespace;
     },
@@ -306,6 +420,18 @@
         host.complete(callId, false, errorJson(error));
       }
     },
+    consume(callId, consumerId, payloadJson) {
+      const handler = state.consumers.get(consumerId);
+      if (handler === undefined || !state.alive) {
+        host.complete(callId, true, "null");
+        return;
+      }
+      try {
+        complete(callId, handler(JSON.parse(payloadJson)));
+      } catch (error) {
+        host.complete(callId, false, errorJson(error));
+      }
+    },
     deliver(batchJson) {
       if (!state.alive) return;
       const batch = JSON.parse(batchJson);
@@ -354,6 +480,7 @@
       state.alive = false;
       state.timers.clear();
       state.listeners = [];
+      state.consumers.clear();
       for (const operation of state.ops.values()) {
         operation.reject(makeError("PluginUnloadedError", "plugin '" + host.pluginName + "' has been unloaded"));
       }

@@ -1,1 +1,26 @@
+//! End-to-end tests: each test starts its own `warden serve` (a fresh plugins directory, a port
+//! chosen by the kernel) through the `warden_tests` harness and drives it over the admin API, as
+//! `ADMIN_API.md` and `PLUGIN_API.md` describe. Plugins are written inline in the tests.
+//!
+//! Put a new test in the module whose subject it shares; add a module (and a line here) only
+//! for a new subject.
 
+/// The bearer token on every endpoint, and refused requests: 400, 404 and 422 answers, and that a
+/// refused request changes nothing.
+mod auth_and_errors;
+/// Event bus: order, no self-delivery, `*`/`**` patterns, `once`/`off`, admin and lifecycle
+/// events, and the SSE stream.
+mod events;
+/// Execute: results, `this`, thrown errors, dependencies between plugins, isolation from Node,
+/// module imports, timers, and concurrent calls into one plugin.
+mod execution;
+/// PostgreSQL, Kafka and S3 gateways on the local stack, overrides, `/ready`, restart durability.
+mod gateways;
+/// `/health`, `/ready`, `/metrics` and `/openapi.json`.
+mod http_extras;
+/// Load, list, unload (with dependents and cascade), reload, overrides, scan, `--watch` and
+/// shutdown on SIGTERM.
+mod lifecycle;
+/// Limits and supervision: runaway loops, heap exhaustion, restarts, the failed state, failing
+/// `initialize`, throwing listeners.
+mod supervision;
