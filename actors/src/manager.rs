@@ -508,72 +508,108 @@ impl Core {
         }
     }
 
-    /// Validates a prepared instance against the registry, initializes it and commits it.
-    async fn admit(
+    /// Checks a prepared instance against the registry and resolves its grants. `reloading`
+    /// names the loaded plugin it would replace. On refusal the prepared actor is terminated.
+    fn validate(
         &self,
-        prepared: Prepared,
-        overrides: Option<ResourceOverrides>,
-    ) -> Result<PluginInfo> {
-        let name = prepared.description.manifest.name.clone();
+        prepared: &Prepared,
+        overrides: &Option<ResourceOverrides>,
+        reloading: Option<&str>,
+    ) -> Result<(ResourceGrants, Option<ResourceOverrides>)> {
         let validated = (|| {
             let registry = self.registry.borrow();
-            if registry.plugins.contains_key(&name) {
-                return Err(Error::AlreadyLoaded { name: name.clone() });
-            }
             let manifest = &prepared.description.manifest;
+            let name = &manifest.name;
+            match reloading {
+                Some(loaded) if loaded != name => {
+                    return Err(Error::Plugin(warden_runtime::Error::invalid_format(format!(
+                        "the file of plugin '{loaded}' now declares plugin '{name}'; unload it and load the file instead"
+                    ))));
+                }
+                Some(_) => registry
+                    .graph
+                    .validate_version_change(name, &manifest.version)?,
+                None if registry.plugins.contains_key(name) => {
+                    return Err(Error::AlreadyLoaded { name: name.clone() });
+                }
+                None => {}
+            }
             registry
                 .graph
-                .validate(&name, &manifest.version, &manifest.dependencies)?;
+                .validate(name, &manifest.version, &manifest.dependencies)?;
+            registry.check_name_prefix(name)?;
             let effective = overrides
                 .clone()
-                .or_else(|| registry.overrides.get(&name).cloned());
+                .or_else(|| registry.overrides.get(name).cloned())
+                .filter(|overrides| *overrides != ResourceOverrides::default());
             let grants = ResourceGrants::resolve(
-                &name,
+                name,
                 &manifest.allowed_tables,
                 &manifest.allowed_topics,
                 &manifest.allowed_buckets,
                 effective.as_ref(),
             )?;
-            registry.check_name_prefix(&name)?;
             Ok((grants, effective))
         })();
-        let (grants, effective) = match validated {
-            Ok(validated) => validated,
-            Err(error) => {
-                prepared.actor.do_send(TerminatePlugin);
-                return Err(error);
-            }
-        };
+        if validated.is_err() {
+            prepared.actor.do_send(TerminatePlugin);
+        }
+        validated
+    }
+
+    /// Starts the instance's gateways, creates its declared topics and buckets, and runs its
+    /// `initialize`. On failure the prepared actor is terminated.
+    async fn start_instance(
+        &self,
+        prepared: &Prepared,
+        grants: &ResourceGrants,
+    ) -> Result<PluginGateways> {
+        let name = &prepared.description.manifest.name;
         let gateways = self
             .registry
             .borrow()
-            .start_gateways(&name, &grants, &prepared.arbiter);
-        let ready = match ensure_resources(&gateways).await {
-            Ok(()) => flatten(
-                prepared
-                    .actor
-                    .send(InitializeInstance {
-                        gateways: gateways.clone(),
-                        grants: grants.clone(),
-                    })
-                    .await,
-            ),
+            .start_gateways(name, grants, &prepared.arbiter);
+        let initialize = InitializeInstance {
+            gateways: gateways.clone(),
+            grants: grants.clone(),
+        };
+        let started = match ensure_resources(&gateways).await {
+            Ok(()) => flatten(prepared.actor.send(initialize).await),
             Err(error) => Err(error),
         };
-        if let Err(error) = ready {
-            prepared.actor.do_send(StopInstance { cleanup: false });
-            prepared.actor.do_send(TerminatePlugin);
-            return Err(match error {
-                Error::Plugin(source) => Error::InitializeFailed {
-                    plugin: name,
-                    source,
-                },
-                other => other,
-            });
+        match started {
+            Ok(()) => Ok(gateways),
+            Err(error) => {
+                prepared.actor.do_send(StopInstance { cleanup: false });
+                prepared.actor.do_send(TerminatePlugin);
+                Err(match error {
+                    Error::Plugin(source) => Error::InitializeFailed {
+                        plugin: name.clone(),
+                        source,
+                    },
+                    other => other,
+                })
+            }
         }
+    }
+
+    /// Records a running instance in the registry, the directory and the state store.
+    /// `overrides` are the new ones given with the change (`Some(default)` removes them).
+    async fn commit(
+        &self,
+        prepared: Prepared,
+        gateways: PluginGateways,
+        grants: ResourceGrants,
+        effective: Option<ResourceOverrides>,
+        overrides: Option<ResourceOverrides>,
+    ) -> Result<PluginInfo> {
+        let name = prepared.description.manifest.name.clone();
+        let reloaded = self.registry.borrow().plugins.contains_key(&name);
         self.persist_loaded(&name, prepared.source.as_deref()).await;
         if let Some(overrides) = &overrides {
-            self.persist_overrides(&name, Some(overrides)).await;
+            let stored =
+                Some(overrides).filter(|overrides| **overrides != ResourceOverrides::default());
+            self.persist_overrides(&name, stored).await;
         }
         let mut registry = self.registry.borrow_mut();
         let manifest = prepared.description.manifest.clone();
@@ -589,8 +625,14 @@ impl Core {
                 description: prepared.description.clone(),
             },
         );
-        if let Some(overrides) = overrides {
-            registry.overrides.insert(name.clone(), overrides);
+        match overrides {
+            Some(overrides) if overrides == ResourceOverrides::default() => {
+                registry.overrides.remove(&name);
+            }
+            Some(overrides) => {
+                registry.overrides.insert(name.clone(), overrides);
+            }
+            None => {}
         }
         registry.plugins.insert(
             name.clone(),
@@ -608,12 +650,30 @@ impl Core {
             },
         );
         update_state_gauges(&registry.plugins);
-        tracing::info!(plugin = %name, version = %manifest.version, "plugin loaded");
-        registry.publish(
-            "plugin:loaded",
-            json!({ "name": name, "version": manifest.version.to_string() }),
-        );
+        let version = manifest.version.to_string();
+        if reloaded {
+            tracing::info!(plugin = %name, %version, "plugin reloaded");
+            registry.publish(
+                "plugin:loaded",
+                json!({ "name": name, "version": version, "reason": "reload" }),
+            );
+        } else {
+            tracing::info!(plugin = %name, %version, "plugin loaded");
+            registry.publish("plugin:loaded", json!({ "name": name, "version": version }));
+        }
         registry.info(&name)
+    }
+
+    /// Validates a prepared instance against the registry, initializes it and commits it.
+    async fn admit(
+        &self,
+        prepared: Prepared,
+        overrides: Option<ResourceOverrides>,
+    ) -> Result<PluginInfo> {
+        let (grants, effective) = self.validate(&prepared, &overrides, None)?;
+        let gateways = self.start_instance(&prepared, &grants).await?;
+        self.commit(prepared, gateways, grants, effective, overrides)
+            .await
     }
 
     async fn load(
@@ -708,145 +768,40 @@ impl Core {
             )
         };
         let prepared = self.prepare(&source).await?;
-        let validated = (|| {
-            let registry = self.registry.borrow();
-            let manifest = &prepared.description.manifest;
-            if manifest.name != name {
-                return Err(Error::Plugin(warden_runtime::Error::invalid_format(format!(
-                    "the file of plugin '{name}' now declares plugin '{}'; unload it and load the file instead",
-                    manifest.name
-                ))));
-            }
-            registry
-                .graph
-                .validate(&name, &manifest.version, &manifest.dependencies)?;
-            registry
-                .graph
-                .validate_version_change(&name, &manifest.version)?;
-            let effective = overrides
-                .clone()
-                .or_else(|| registry.overrides.get(&name).cloned());
-            let grants = ResourceGrants::resolve(
-                &name,
-                &manifest.allowed_tables,
-                &manifest.allowed_topics,
-                &manifest.allowed_buckets,
-                effective.as_ref(),
-            )?;
-            registry.check_name_prefix(&name)?;
-            Ok((grants, effective))
-        })();
-        let (grants, effective) = match validated {
-            Ok(validated) => validated,
-            Err(error) => {
-                prepared.actor.do_send(TerminatePlugin);
-                return Err(error);
-            }
-        };
+        let (grants, effective) = self.validate(&prepared, &overrides, Some(&name))?;
         self.registry
             .borrow_mut()
             .set_state(&name, PluginState::Stopping);
         let _ = old_actor.send(StopInstance { cleanup: true }).await;
-        let gateways = self
-            .registry
-            .borrow()
-            .start_gateways(&name, &grants, &prepared.arbiter);
-        let initialized = match ensure_resources(&gateways).await {
-            Ok(()) => flatten(
-                prepared
-                    .actor
-                    .send(InitializeInstance {
-                        gateways: gateways.clone(),
-                        grants: grants.clone(),
-                    })
-                    .await,
-            ),
-            Err(error) => Err(error),
-        };
-        if let Err(error) = initialized {
-            prepared.actor.do_send(StopInstance { cleanup: false });
-            prepared.actor.do_send(TerminatePlugin);
-            // Bring the previous version back, so a failed reload leaves the plugin as it was.
-            let restored = match flatten(old_actor.send(CreateInstance).await) {
-                Ok(_) => flatten(
-                    old_actor
-                        .send(InitializeInstance {
-                            gateways: old_gateways,
-                            grants: old_grants,
-                        })
-                        .await,
-                ),
-                Err(error) => Err(error),
-            };
-            let mut registry = self.registry.borrow_mut();
-            match restored {
-                Ok(()) => registry.set_state(&name, PluginState::Running),
-                Err(restore_error) => {
-                    tracing::error!(plugin = %name, error = %restore_error, "the previous version could not be restored");
-                    registry.set_state(&name, PluginState::Failed);
+        let gateways = match self.start_instance(&prepared, &grants).await {
+            Ok(gateways) => gateways,
+            Err(error) => {
+                // Bring the previous version back, so a failed reload leaves the plugin as it was.
+                let restored = match flatten(old_actor.send(CreateInstance).await) {
+                    Ok(_) => flatten(
+                        old_actor
+                            .send(InitializeInstance {
+                                gateways: old_gateways,
+                                grants: old_grants,
+                            })
+                            .await,
+                    ),
+                    Err(error) => Err(error),
+                };
+                let mut registry = self.registry.borrow_mut();
+                match restored {
+                    Ok(()) => registry.set_state(&name, PluginState::Running),
+                    Err(restore_error) => {
+                        tracing::error!(plugin = %name, error = %restore_error, "the previous version could not be restored");
+                        registry.set_state(&name, PluginState::Failed);
+                    }
                 }
+                return Err(error);
             }
-            return Err(match error {
-                Error::Plugin(source) => Error::InitializeFailed {
-                    plugin: name,
-                    source,
-                },
-                other => other,
-            });
-        }
+        };
         old_actor.do_send(TerminatePlugin);
-        match &overrides {
-            Some(overrides) if *overrides == ResourceOverrides::default() => {
-                self.persist_overrides(&name, None).await
-            }
-            Some(overrides) => self.persist_overrides(&name, Some(overrides)).await,
-            None => {}
-        }
-        let mut registry = self.registry.borrow_mut();
-        let manifest = prepared.description.manifest.clone();
-        registry.graph.insert(
-            &name,
-            manifest.version.clone(),
-            manifest.dependencies.clone(),
-        );
-        registry.directory.insert(
-            name.clone(),
-            DirectoryEntry {
-                address: prepared.actor.clone(),
-                description: prepared.description.clone(),
-            },
-        );
-        match overrides {
-            Some(overrides) if overrides == ResourceOverrides::default() => {
-                registry.overrides.remove(&name);
-            }
-            Some(overrides) => {
-                registry.overrides.insert(name.clone(), overrides);
-            }
-            None => {}
-        }
-        let effective = effective.filter(|overrides| *overrides != ResourceOverrides::default());
-        let plugin = registry
-            .plugins
-            .get_mut(&name)
-            .ok_or_else(|| Error::PluginNotFound { name: name.clone() })?;
-        plugin.actor = prepared.actor;
-        plugin.actor_id = prepared.actor_id;
-        plugin.gateways = gateways;
-        plugin.description = prepared.description;
-        plugin.factory = prepared.factory;
-        plugin.source = prepared.source;
-        plugin.grants = grants;
-        plugin.overrides = effective;
-        plugin.state = PluginState::Running;
-        plugin.restarts = 0;
-        update_state_gauges(&registry.plugins);
-        tracing::info!(plugin = %name, version = %manifest.version, "plugin reloaded");
-        registry.publish(
-            "plugin:loaded",
-            json!({ "name": name, "version": manifest.version.to_string(), "reason": "reload" }),
-        );
-        registry.info(&name)
+        self.commit(prepared, gateways, grants, effective, overrides)
+            .await
     }
 
     async fn scan(&self) -> ScanReport {
