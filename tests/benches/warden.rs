@@ -26,6 +26,7 @@ fn main() {
     system.block_on(async {
         println!("| measurement | result | target |");
         println!("| --- | --- | --- |");
+        engine_creation(1_000);
         load_and_unload(1_000).await;
         execute_in_process(200_000, 64).await;
         for listeners in [1, 10, 100] {
@@ -372,6 +373,30 @@ fn resident_bytes() -> u64 {
 fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
     let index = ((sorted.len() as f64 - 1.0) * fraction).round() as usize;
     sorted[index.min(sorted.len() - 1)]
+}
+
+/// The engine's share of a load: a QuickJS runtime and context, the prelude, the module.
+fn engine_creation(count: usize) {
+    let directory = tempfile::tempdir().expect("tempdir");
+    let path = directory.path().join("small.js");
+    std::fs::write(
+        &path,
+        "export default { metadata: { name: 'small', version: '1.0.0' }, async execute(input) { return input; } };",
+    )
+    .expect("write plugin");
+    let module = warden_runtime::js::JsModule::read(&path).expect("read");
+    let started = Instant::now();
+    let mut heap = 0;
+    for _ in 0..count {
+        let plugin = warden_runtime::js::JsPlugin::load(module.root.clone(), &module.entry, module.code.clone(), PluginLimits::default())
+            .expect("load");
+        heap += plugin.memory_used();
+    }
+    report(
+        "of which engine: QuickJS runtime + context + prelude + module evaluation, no actors",
+        format!("{:.3} ms, heap {:.0} KiB", started.elapsed().as_secs_f64() * 1e3 / count as f64, heap as f64 / 1024.0 / count as f64),
+        "—",
+    );
 }
 
 async fn load_and_unload(count: usize) {

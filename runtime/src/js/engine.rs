@@ -1,11 +1,14 @@
 //! One QuickJS runtime and context per plugin instance, with its heap limit and CPU deadline.
 
 use std::cell::Cell;
+use std::sync::OnceLock;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use rquickjs::{CatchResultExt, CaughtError, Context, Ctx, Function, Module, Object, Runtime};
+use rquickjs::{
+    CatchResultExt, CaughtError, Context, Ctx, Function, Module, Object, Runtime, WriteOptions,
+};
 
 use super::host::{install_natives, HostShared};
 use super::source::ConfinedModuleLoader;
@@ -73,10 +76,15 @@ impl JsEngine {
             limits,
             plugin: plugin.clone(),
         };
+        let prelude = prelude_bytecode().map_err(|reason| crashed(format!("the prelude does not compile: {reason}")))?;
         engine.enter(|ctx| {
             let natives = Object::new(ctx.clone())?;
             install_natives(ctx, &natives, host)?;
-            let bootstrap: Function = ctx.eval(PRELUDE)?;
+            // Safety: the bytes were written by `Module::write` of this same QuickJS build, and
+            // they live for the whole process, as `JS_READ_OBJ_ROM_DATA` requires.
+            let module = unsafe { Module::load(ctx.clone(), prelude) }?;
+            let (module, _evaluated) = module.eval()?;
+            let bootstrap: Function = module.get("default")?;
             let api: Object = bootstrap.call((natives,))?;
             let define: Function = ctx.eval(
                 "(name, value) => Object.defineProperty(globalThis, name, { value, writable: false, configurable: false, enumerable: false })",
@@ -214,6 +222,26 @@ impl JsEngine {
     pub(crate) fn memory_used(&self) -> u64 {
         self.runtime.memory_usage().memory_used_size.max(0) as u64
     }
+}
+
+/// The prelude compiled once per process: parsing it for every engine was most of the cost of
+/// creating one.
+fn prelude_bytecode() -> std::result::Result<&'static [u8], String> {
+    static BYTECODE: OnceLock<std::result::Result<Vec<u8>, String>> = OnceLock::new();
+    BYTECODE
+        .get_or_init(|| {
+            let runtime = Runtime::new().map_err(|error| error.to_string())?;
+            let context = Context::full(&runtime).map_err(|error| error.to_string())?;
+            context.with(|ctx| {
+                Module::declare(ctx.clone(), "warden:prelude", PRELUDE)
+                    .and_then(|module| module.write(WriteOptions::default()))
+                    .catch(&ctx)
+                    .map_err(|caught| caught_message(caught))
+            })
+        })
+        .as_ref()
+        .map(Vec::as_slice)
+        .map_err(Clone::clone)
 }
 
 /// What an exception escaping an entry means.

@@ -2,8 +2,8 @@
 // module, and receives `host`: the native functions through which the plugin reaches Warden.
 // It keeps every JavaScript callback (timers, listeners, pending promises) in its own maps, so the
 // Rust side never holds a handle into the heap. It returns the entry points the host calls.
-(function (host) {
-  "use strict";
+// It is a module, compiled to bytecode once per process and loaded into every engine.
+export default function bootstrap(host) {
 
   const state = {
     alive: true,
@@ -488,4 +488,4 @@
     },
   };
   return api;
-})
+}
