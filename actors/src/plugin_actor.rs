@@ -257,6 +257,10 @@ impl PluginActor {
 
     /// Creates a new instance, catching a native factory's panic.
     fn create_instance(&mut self) -> Result<PluginDescription> {
+        // A stopped instance whose deferred dispose has not run yet goes first.
+        if self.instance.is_some() {
+            self.dispose_instance();
+        }
         let factory = self.factory.clone();
         let created = std::panic::catch_unwind(AssertUnwindSafe(|| factory.create()))
             .unwrap_or_else(|panic| {
@@ -633,12 +637,34 @@ impl Handler<StopInstance> for PluginActor {
             }
             _ => Box::pin(futures::future::ready(Ok(()))),
         };
-        Box::pin(cleanup.into_actor(self).map(|result, actor, _| {
+        Box::pin(cleanup.into_actor(self).map(|result, actor, context| {
             if let Err(error) = result {
                 tracing::warn!(plugin = %actor.name, %error, "cleanup failed");
             }
-            actor.dispose_instance();
+            // The old context is dead from here on; freeing the heap can follow the reply.
+            actor.instance_alive.set(false);
+            context.notify(DisposeInstance {
+                generation: actor.generation,
+            });
         }))
+    }
+}
+
+/// Frees a stopped instance; sent by the actor to itself after answering `StopInstance`.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct DisposeInstance {
+    /// The stopped instance; a newer one (a reload restored the previous version) stays.
+    generation: u64,
+}
+
+impl Handler<DisposeInstance> for PluginActor {
+    type Result = ();
+
+    fn handle(&mut self, message: DisposeInstance, _: &mut Self::Context) {
+        if message.generation == self.generation && self.state == PluginState::Stopping {
+            self.dispose_instance();
+        }
     }
 }
 

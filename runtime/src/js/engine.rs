@@ -234,7 +234,13 @@ fn prelude_bytecode() -> std::result::Result<&'static [u8], String> {
             let context = Context::full(&runtime).map_err(|error| error.to_string())?;
             context.with(|ctx| {
                 Module::declare(ctx.clone(), "warden:prelude", PRELUDE)
-                    .and_then(|module| module.write(WriteOptions::default()))
+                    .and_then(|module| {
+                        // Plugins never need the prelude's source text; keep it out of every heap.
+                        module.write(WriteOptions {
+                            strip_source: true,
+                            ..WriteOptions::default()
+                        })
+                    })
                     .catch(&ctx)
                     .map_err(|caught| caught_message(caught))
             })
