@@ -295,3 +295,51 @@ async fn a_runaway_javascript_call_times_out_and_the_plugin_restarts() {
     assert_eq!(warden.execute("spin", json!(0)).await.unwrap(), json!(1));
     assert_eq!(warden.get("spin".into()).await.unwrap().restarts, 1);
 }
+
+#[actix_rt::test]
+async fn a_full_event_queue_drops_and_counts_without_blocking_the_emitter() {
+    let directory = tempfile::tempdir().unwrap();
+    let warden = Warden::start(ManagerConfig {
+        plugins_dir: directory.path().to_path_buf(),
+        limits: PluginLimits::default(),
+        policy: SupervisionPolicy::default(),
+        plugin_threads: 1,
+        event_queue_capacity: 5,
+        backends: Default::default(),
+        store: None,
+    });
+    let listener = TestFactory::new(json!({"name": "slow", "version": "1.0.0"}), Some("tick"));
+    warden.load_native(listener.clone()).await.unwrap();
+    // One burst, without yielding: the broker gathers all 100 for one flush and has room for 5.
+    let started = Instant::now();
+    for n in 0..100 {
+        warden.publish("tick", "admin", json!(n)).unwrap();
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "publishing never waits on listeners"
+    );
+    warden.publish("marker", "admin", json!(null)).unwrap();
+    wait_until("the first batch arrives", async || {
+        !listener.received.lock().unwrap().is_empty()
+    })
+    .await;
+    let received: Vec<Value> = listener
+        .received
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, _, data)| data.clone())
+        .collect();
+    assert_eq!(
+        received,
+        (0..5).map(|n| json!(n)).collect::<Vec<_>>(),
+        "the queue's capacity, in order; the rest dropped"
+    );
+    // Once handled, the queue has room again.
+    warden.publish("tick", "admin", json!("after")).unwrap();
+    wait_until("a later event arrives", async || {
+        listener.received.lock().unwrap().len() == 6
+    })
+    .await;
+}

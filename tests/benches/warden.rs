@@ -388,13 +388,22 @@ fn engine_creation(count: usize) {
     let started = Instant::now();
     let mut heap = 0;
     for _ in 0..count {
-        let plugin = warden_runtime::js::JsPlugin::load(module.root.clone(), &module.entry, module.code.clone(), PluginLimits::default())
-            .expect("load");
+        let plugin = warden_runtime::js::JsPlugin::load(
+            module.root.clone(),
+            &module.entry,
+            module.code.clone(),
+            PluginLimits::default(),
+        )
+        .expect("load");
         heap += plugin.memory_used();
     }
     report(
         "of which engine: QuickJS runtime + context + prelude + module evaluation, no actors",
-        format!("{:.3} ms, heap {:.0} KiB", started.elapsed().as_secs_f64() * 1e3 / count as f64, heap as f64 / 1024.0 / count as f64),
+        format!(
+            "{:.3} ms, heap {:.0} KiB",
+            started.elapsed().as_secs_f64() * 1e3 / count as f64,
+            heap as f64 / 1024.0 / count as f64
+        ),
         "—",
     );
 }

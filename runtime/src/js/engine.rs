@@ -1,9 +1,9 @@
 //! One QuickJS runtime and context per plugin instance, with its heap limit and CPU deadline.
 
 use std::cell::Cell;
-use std::sync::OnceLock;
 use std::path::PathBuf;
 use std::rc::Rc;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use rquickjs::{
@@ -76,7 +76,8 @@ impl JsEngine {
             limits,
             plugin: plugin.clone(),
         };
-        let prelude = prelude_bytecode().map_err(|reason| crashed(format!("the prelude does not compile: {reason}")))?;
+        let prelude = prelude_bytecode()
+            .map_err(|reason| crashed(format!("the prelude does not compile: {reason}")))?;
         engine.enter(|ctx| {
             let natives = Object::new(ctx.clone())?;
             install_natives(ctx, &natives, host)?;
