@@ -27,8 +27,10 @@ const TOPIC_PARTITIONS: i32 = 1;
 /// Replication factor of every topic the gateway creates (the local stack runs one broker).
 const TOPIC_REPLICATION: i32 = 1;
 
-/// How long the producer keeps trying to deliver a message before it reports a failure.
-const MESSAGE_TIMEOUT_MS: &str = "10000";
+/// How long the producer keeps trying to deliver a message before it reports a failure. Below
+/// the default call time limit (5 s), so a plugin whose broker is down gets a typed
+/// `KafkaError` it can handle, rather than its call timing out.
+const MESSAGE_TIMEOUT_MS: &str = "4000";
 
 /// How long the producer waits to batch messages; small, because every `sendMessage` call waits
 /// for its delivery reports.
@@ -88,14 +90,16 @@ struct KsqlEndpoint {
 impl KafkaBackend {
     /// A producer for `brokers` (comma-separated host:port), and the ksqlDB endpoint if any.
     pub fn connect(brokers: &str, ksqldb_url: Option<String>) -> std::result::Result<Self, String> {
-        // Idempotence keeps the messages of one call in order even when librdkafka retries a
-        // batch (it implies acks=all, set here anyway to say so); Tansu supports it.
+        // One request in flight per broker keeps the messages of a call in order even when
+        // librdkafka retries a batch. Idempotence would too, but an idempotent producer turns
+        // fatal when a broker loses its producer state (a restart of a broker on memory
+        // storage), and the shared producer must outlive a broker's outage.
         let producer: FutureProducer = ClientConfig::new()
             .set("bootstrap.servers", brokers)
             .set("message.timeout.ms", MESSAGE_TIMEOUT_MS)
             .set("linger.ms", PRODUCER_LINGER_MS)
             .set("acks", "all")
-            .set("enable.idempotence", "true")
+            .set("max.in.flight.requests.per.connection", "1")
             .create()
             .map_err(|error| format!("cannot create the kafka producer: {error}"))?;
         let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
