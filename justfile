@@ -17,7 +17,7 @@ run *flags: infra-up
 # then run every test.
 test: infra-up
     cargo build -p warden
-    cargo test --workspace
+    cargo test --workspace --lib --bins --tests
 
 # Formatting, lints (warnings are errors) and every test.
 check:
