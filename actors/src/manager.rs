@@ -702,11 +702,17 @@ impl Core {
             registry
                 .plugins
                 .get(name)
-                .map(|plugin| plugin.actor.clone())
+                .map(|plugin| (plugin.actor.clone(), plugin.description.has_cleanup))
         };
-        if let Some(actor) = actor {
-            let _ = actor.send(StopInstance { cleanup: true }).await;
-            actor.do_send(TerminatePlugin);
+        match actor {
+            // `cleanup()` must have finished before the unload answers.
+            Some((actor, true)) => {
+                let _ = actor.send(StopInstance { cleanup: true }).await;
+                actor.do_send(TerminatePlugin);
+            }
+            // Nothing to wait for: the actor disposes the instance after the answer.
+            Some((actor, false)) => actor.do_send(TerminatePlugin),
+            None => {}
         }
         let mut registry = self.registry.borrow_mut();
         if let Some(plugin) = registry.plugins.remove(name) {

@@ -90,6 +90,7 @@ impl PluginFactory for TestFactory {
                 manifest,
                 exports: Vec::new(),
                 executable: true,
+                has_cleanup: true,
             },
             pattern: self.pattern.clone(),
             received: self.received.clone(),

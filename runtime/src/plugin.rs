@@ -72,6 +72,8 @@ pub struct PluginDescription {
     pub exports: Vec<String>,
     /// Whether the plugin has an `execute` entry point.
     pub executable: bool,
+    /// Whether `cleanup()` does anything; without it an unload need not wait on the plugin.
+    pub has_cleanup: bool,
 }
 
 /// The functions a plugin object can have that are not exports callable by dependents.

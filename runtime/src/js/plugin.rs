@@ -75,6 +75,7 @@ impl JsPlugin {
             manifest,
             exports,
             executable: described["executable"].as_bool().unwrap_or(false),
+            has_cleanup: described["cleanup"].as_bool().unwrap_or(true),
         };
         Ok(JsPlugin {
             inner: Rc::new(Inner {

@@ -388,7 +388,7 @@ export default function bootstrap(host) {
         if (typeof plugin[key] === "function" && key !== "initialize" && key !== "cleanup" && key !== "execute") exports.push(key);
       }
       exports.sort();
-      return JSON.stringify({ metadata: metadataJson, exports, executable: typeof plugin.execute === "function" });
+      return JSON.stringify({ metadata: metadataJson, exports, executable: typeof plugin.execute === "function", cleanup: typeof plugin.cleanup === "function" });
     },
     initialize(callId) {
       state.context = buildContext();
