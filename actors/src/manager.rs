@@ -438,17 +438,20 @@ impl Registry {
 }
 
 fn update_state_gauges(plugins: &BTreeMap<String, LoadedPlugin>) {
-    for state in [
+    const STATES: [PluginState; 5] = [
         PluginState::Starting,
         PluginState::Running,
         PluginState::Restarting,
         PluginState::Failed,
         PluginState::Stopping,
-    ] {
-        let count = plugins
-            .values()
-            .filter(|plugin| plugin.state == state)
-            .count();
+    ];
+    let mut counts = [0usize; STATES.len()];
+    for plugin in plugins.values() {
+        if let Some(index) = STATES.iter().position(|state| *state == plugin.state) {
+            counts[index] += 1;
+        }
+    }
+    for (state, count) in STATES.iter().zip(counts) {
         metrics::gauge!("warden_plugins", "state" => state.as_str()).set(count as f64);
     }
 }
@@ -696,9 +699,8 @@ impl Core {
             self.persist_loaded(name, None).await;
         }
         let actor = {
-            let mut registry = self.registry.borrow_mut();
+            let registry = self.registry.borrow();
             registry.directory.remove(name);
-            registry.set_state(name, PluginState::Stopping);
             registry
                 .plugins
                 .get(name)
@@ -707,6 +709,9 @@ impl Core {
         match actor {
             // `cleanup()` must have finished before the unload answers.
             Some((actor, true)) => {
+                self.registry
+                    .borrow_mut()
+                    .set_state(name, PluginState::Stopping);
                 let _ = actor.send(StopInstance { cleanup: true }).await;
                 actor.do_send(TerminatePlugin);
             }

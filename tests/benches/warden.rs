@@ -418,7 +418,11 @@ async fn load_and_unload(count: usize) {
                  async initialize(context) {{ this.context = context; this.calls = 0; }},\n\
                  async execute(input) {{ this.calls++; return input; }}{} }};\n",
                 // The second half has a cleanup(), which an unload must wait for.
-                if index >= count / 2 { ",\n async cleanup() { this.calls = 0; }" } else { "" }
+                if index >= count / 2 {
+                    ",\n async cleanup() { this.calls = 0; }"
+                } else {
+                    ""
+                }
             ),
         )
         .expect("write plugin");
