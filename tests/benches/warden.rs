@@ -753,14 +753,17 @@ async fn execute_over_http(calls: usize, concurrency: usize) {
         );
         return;
     }
-    let directory = tempfile::tempdir().expect("tempdir");
-    std::fs::write(
-        directory.path().join("echo.js"),
-        "export default { metadata: { name: 'echo', version: '1.0.0' }, async execute(input) { return { ok: true, n: input.n }; } };",
-    )
-    .expect("write plugin");
-    let (mut server, port) = spawn_server(&binary, directory.path());
-    let url = format!("http://127.0.0.1:{port}/plugins/echo/execute");
+    // The harness starts the binary `WARDEN_BIN` names: the release build here.
+    std::env::set_var("WARDEN_BIN", &binary);
+    let mut server = warden_tests::WardenProcess::start(
+        &[(
+            "echo.js",
+            "export default { metadata: { name: 'echo', version: '1.0.0' }, async execute(input) { return { ok: true, n: input.n }; } };",
+        )],
+        &[],
+        &[],
+    );
+    let url = server.url("/plugins/echo/execute");
     let client = awc::Client::builder()
         .timeout(Duration::from_secs(30))
         .finish();
@@ -769,7 +772,10 @@ async fn execute_over_http(calls: usize, concurrency: usize) {
         .map(|n| {
             let request = client
                 .post(&url)
-                .insert_header(("Authorization", "Bearer bench"))
+                .insert_header((
+                    "Authorization",
+                    format!("Bearer {}", warden_tests::ADMIN_TOKEN),
+                ))
                 .send_json(&json!({ "n": n }));
             async move {
                 match request.await {
@@ -785,44 +791,11 @@ async fn execute_over_http(calls: usize, concurrency: usize) {
         .count()
         .await;
     let elapsed = started.elapsed();
-    let _ = server.kill();
-    let _ = server.wait();
+    server.terminate();
     assert_eq!(failures, 0, "every HTTP call succeeds");
     report(
         &format!("`execute` over HTTP (loopback, keep-alive, {concurrency} in flight, client in the same 2 cores)"),
         format!("{:.0} calls/s", calls as f64 / elapsed.as_secs_f64()),
         "≥ 20,000/s",
     );
-}
-
-/// Starts the `warden` binary on a free port and returns it with the port it listens on.
-fn spawn_server(binary: &str, plugins_dir: &std::path::Path) -> (std::process::Child, u16) {
-    use std::io::BufRead as _;
-    let mut child = std::process::Command::new(binary)
-        .args(["serve", "--bind", "127.0.0.1:0", "--plugins-dir"])
-        .arg(plugins_dir)
-        .env("WARDEN_ADMIN_TOKEN", "bench")
-        .env("WARDEN_LOG", "info")
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start warden");
-    let stderr = child.stderr.take().expect("stderr");
-    let mut lines = std::io::BufReader::new(stderr).lines();
-    let port = loop {
-        let line = lines
-            .next()
-            .expect("warden exited before listening")
-            .expect("read stderr");
-        if let Some(address) = line.split("listening on ").nth(1) {
-            break address
-                .trim()
-                .rsplit(':')
-                .next()
-                .and_then(|port| port.parse().ok())
-                .expect("port");
-        }
-    };
-    // Keep draining the log so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    (child, port)
 }
