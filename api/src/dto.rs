@@ -53,11 +53,14 @@ impl From<ResourceOverrides> for Overrides {
     }
 }
 
-/// One resource: the name the plugin writes and the physical name it reaches.
+/// One resource: the name the plugin writes, the physical name it reaches, and its access level
+/// (`owner`/`write`/`read` for tables, `all`/`produce`/`consume` for topics, `all`/`read` for
+/// buckets).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ResourceDto {
     pub name: String,
     pub physical: String,
+    pub access: &'static str,
 }
 
 /// A plugin's resources by kind.
@@ -77,6 +80,7 @@ impl From<&ResourceGrants> for ResourcesDto {
                 .map(|grant| ResourceDto {
                     name: grant.name.clone(),
                     physical: grant.physical.clone(),
+                    access: grant.access.as_str(),
                 })
                 .collect()
         };

@@ -75,6 +75,8 @@ impl ApiError {
             | E::MethodNotFound { .. }
             | E::InvalidValue { .. }
             | E::TableAccessDenied { .. }
+            | E::AccessLevelDenied { .. }
+            | E::ResultTooLarge { .. }
             | E::SqlNotAllowed { .. }
             | E::Database { .. }
             | E::TopicAccessDenied { .. }

@@ -83,9 +83,24 @@ pub enum Error {
     #[error("table '{table}' is not allowed; allowed tables: [{}]", allowed.join(", "))]
     TableAccessDenied { table: String, allowed: Vec<String> },
 
+    /// An operation on a granted table, topic or bucket needs a wider level than the plugin holds
+    /// on it (`kind` is `table`, `topic` or `bucket`; levels as in `PLUGIN_API.md`).
+    #[error("{kind} '{name}' is granted '{granted}' access, and this needs '{needed}'")]
+    AccessLevelDenied {
+        kind: String,
+        name: String,
+        granted: String,
+        needed: String,
+    },
+
     /// A statement could reach outside the plugin's tables, or is of a refused kind.
     #[error("sql not allowed: {reason}")]
     SqlNotAllowed { reason: String },
+
+    /// A query's result passed the rows or bytes one query may return (`limit` names it); the
+    /// result is refused whole, never truncated.
+    #[error("query result is larger than the limit of {limit}; select fewer rows or columns")]
+    ResultTooLarge { limit: String },
 
     /// PostgreSQL refused or failed the statement; `sqlstate` is its five-character code.
     #[error("database error {sqlstate}: {message}")]
@@ -137,7 +152,13 @@ impl Error {
             Error::InvalidEvent { .. } => "InvalidEventError",
             Error::InvalidValue { .. } => "TypeError",
             Error::TableAccessDenied { .. } => "TableAccessDeniedError",
+            Error::AccessLevelDenied { kind, .. } => match kind.as_str() {
+                "topic" => "TopicAccessDeniedError",
+                "bucket" => "BucketAccessDeniedError",
+                _ => "TableAccessDeniedError",
+            },
             Error::SqlNotAllowed { .. } => "SqlNotAllowedError",
+            Error::ResultTooLarge { .. } => "ResultTooLargeError",
             Error::Database { .. } => "DatabaseError",
             Error::TopicAccessDenied { .. } => "TopicAccessDeniedError",
             Error::BucketAccessDenied { .. } => "BucketAccessDeniedError",

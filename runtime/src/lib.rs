@@ -2,6 +2,7 @@
 //!
 //! - [`manifest`]: a plugin's `metadata` and the naming rules.
 //! - [`graph`]: the dependency graph (validation, load and unload order).
+//! - [`access`]: access levels per granted resource (`owner`/`write`/`read`, ...).
 //! - [`resources`]: declared resources plus operator overrides become grants with physical
 //!   names; the one place a physical name is computed.
 //! - [`events`]: event names and `*`/`**` patterns.
@@ -11,6 +12,7 @@
 //! This crate must not depend on actix, HTTP or any client library: the actor system
 //! implements the capabilities, this crate only defines them.
 
+pub mod access;
 pub mod error;
 pub mod events;
 pub mod graph;

@@ -5,6 +5,7 @@ use std::fmt;
 
 use serde_json::{Map, Value};
 
+use crate::access::{split_entry, AccessLevel, BUCKET_LEVELS, TABLE_LEVELS, TOPIC_LEVELS};
 use crate::error::{Error, Result};
 
 /// Plugin names that no plugin may take: `shared` is the prefix of operator-shared resources and
@@ -346,36 +347,42 @@ impl PluginManifest {
             "table",
             "allowedTables",
             &self.allowed_tables,
+            TABLE_LEVELS,
             validate_table_name,
         )?;
         validate_name_list(
             "topic",
             "allowedTopics",
             &self.allowed_topics,
+            TOPIC_LEVELS,
             validate_topic_name,
         )?;
         validate_name_list(
             "bucket",
             "allowedBuckets",
             &self.allowed_buckets,
+            BUCKET_LEVELS,
             validate_bucket_name,
         )?;
         Ok(())
     }
 }
 
-/// Checks each name of one list with its kind's rule and refuses duplicates. Shared with the
-/// resource overrides, whose lists follow the same rules.
+/// Checks each entry of one list (a name with an optional `:level`, see [`crate::access`]) with
+/// its kind's rule and levels, and refuses a name listed twice, with the same level or another.
+/// Shared with the resource overrides, whose lists follow the same rules.
 pub(crate) fn validate_name_list(
     kind: &str,
     list_field: &str,
-    names: &[String],
+    entries: &[String],
+    levels: &[AccessLevel],
     validate_name: impl Fn(&str) -> Result<()>,
 ) -> Result<()> {
     let mut seen = BTreeSet::new();
-    for name in names {
+    for entry in entries {
+        let (name, _) = split_entry(kind, levels, entry)?;
         validate_name(name)?;
-        if !seen.insert(name.as_str()) {
+        if !seen.insert(name) {
             return Err(Error::invalid_name(format!(
                 "duplicate {kind} '{name}' in {list_field}"
             )));

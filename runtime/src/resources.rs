@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
+use crate::access::{split_entry, AccessLevel, BUCKET_LEVELS, TABLE_LEVELS, TOPIC_LEVELS};
 use crate::error::{Error, Result};
 use crate::manifest::{
     validate_bucket_name, validate_consumer_group_name, validate_name_list, validate_plugin_name,
@@ -56,6 +57,15 @@ impl ResourceKind {
             ResourceKind::Table => "tableNameMap",
             ResourceKind::Topic => "topicNameMap",
             ResourceKind::Bucket => "bucketNameMap",
+        }
+    }
+
+    /// The access levels of this kind, widest (the default) first.
+    pub fn levels(self) -> &'static [AccessLevel] {
+        match self {
+            ResourceKind::Table => TABLE_LEVELS,
+            ResourceKind::Topic => TOPIC_LEVELS,
+            ResourceKind::Bucket => BUCKET_LEVELS,
         }
     }
 
@@ -128,9 +138,13 @@ impl ResourceOverrides {
         for kind in ResourceKind::ALL {
             if let Some(allowed) = self.allowed(kind) {
                 let list_field = kind.allowed_list_field();
-                validate_name_list(&kind.to_string(), list_field, allowed, |name| {
-                    kind.validate_name(name)
-                })
+                validate_name_list(
+                    &kind.to_string(),
+                    list_field,
+                    allowed,
+                    kind.levels(),
+                    |name| kind.validate_name(name),
+                )
                 .map_err(|error| in_field(error, list_field))?;
             }
             let map_field = kind.name_map_field();
@@ -175,11 +189,15 @@ impl<'a> MapTarget<'a> {
     }
 }
 
-/// One resource a plugin may use: the name it writes and the name the store knows.
+/// One resource a plugin may use: the name it writes, the name the store knows, and how much of
+/// it the plugin may use.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grant {
     pub name: String,
     pub physical: String,
+    pub access: AccessLevel,
+    /// Mapped to a shared resource (`"shared:<name>"`), which other plugins may be granted too.
+    pub shared: bool,
 }
 
 /// Everything a plugin may use, by kind, in declared order.
@@ -217,9 +235,10 @@ impl ResourceGrants {
             let name_map = overrides.map(|overrides| overrides.name_map(kind));
             let mut seen = BTreeSet::new();
             let mut grants = Vec::with_capacity(names.len());
-            for name in names {
+            for entry in names {
+                let (name, access) = split_entry(&kind.to_string(), kind.levels(), entry)?;
                 kind.validate_name(name)?;
-                if !seen.insert(name.as_str()) {
+                if !seen.insert(name) {
                     return Err(Error::invalid_name(format!(
                         "duplicate {kind} '{name}' in {}",
                         kind.allowed_list_field()
@@ -228,13 +247,15 @@ impl ResourceGrants {
                 let target = name_map
                     .and_then(|name_map| name_map.get(name))
                     .map_or(MapTarget::Private(name), |value| MapTarget::parse(value));
-                let physical = match target {
-                    MapTarget::Private(target) => physical_name(kind, plugin, target)?,
-                    MapTarget::Shared(target) => shared_physical_name(kind, target)?,
+                let (physical, shared) = match target {
+                    MapTarget::Private(target) => (physical_name(kind, plugin, target)?, false),
+                    MapTarget::Shared(target) => (shared_physical_name(kind, target)?, true),
                 };
                 grants.push(Grant {
-                    name: name.clone(),
+                    name: name.to_owned(),
                     physical,
+                    access,
+                    shared,
                 });
             }
             Ok(grants)
@@ -264,7 +285,12 @@ impl ResourceGrants {
             .map(|grant| grant.physical.as_str())
     }
 
-    /// The names the plugin may use (unprefixed), in declared order.
+    /// The grant of `name`, or `None` when the plugin may not use it.
+    pub fn grant(&self, kind: ResourceKind, name: &str) -> Option<&Grant> {
+        self.grants(kind).iter().find(|grant| grant.name == name)
+    }
+
+    /// The names the plugin may use (unprefixed, without levels), in declared order.
     pub fn names(&self, kind: ResourceKind) -> Vec<String> {
         self.grants(kind)
             .iter()
@@ -309,6 +335,18 @@ pub fn consumer_group_name(plugin: &str, group: &str) -> Result<String> {
     Ok(physical)
 }
 
+/// The PostgreSQL login role a plugin's statements run as: `{database}.{plugin}`. Roles belong to
+/// the whole PostgreSQL server, so the database is part of the name (two deployments on one
+/// server never share a role), and the `.` cannot occur in a plugin name, so no two pairs of
+/// database and plugin give one role. Like every physical name it is never truncated: one over
+/// PostgreSQL's 63 bytes refuses the load.
+pub fn database_role_name(database: &str, plugin: &str) -> Result<String> {
+    validate_plugin_name(plugin)?;
+    let role = format!("{database}.{plugin}");
+    check_length("database role", &role, TABLE_AND_BUCKET_LIMIT)?;
+    Ok(role)
+}
+
 fn check_physical_name(kind: ResourceKind, physical: String) -> Result<String> {
     check_length(&kind.to_string(), &physical, kind.physical_length_limit())?;
     if kind == ResourceKind::Bucket {
@@ -347,6 +385,27 @@ mod tests {
             .iter()
             .map(|(key, value)| (key.to_string(), value.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn database_roles_join_database_and_plugin_with_a_dot_and_are_never_truncated() {
+        assert_eq!(
+            database_role_name("warden", "orders"),
+            Ok("warden.orders".to_string())
+        );
+        // A plugin name holds no '.', so the database part is always what precedes the last one.
+        assert_ne!(
+            database_role_name("a.b", "c"),
+            database_role_name("a", "b-c")
+        );
+        let long_plugin = "p".repeat(57);
+        assert_eq!(
+            database_role_name("warden", &long_plugin).map(|role| role.len()),
+            Ok(64).map(|_: usize| 64).and(Err(Error::invalid_name(format!(
+                "physical database role name 'warden.{long_plugin}' is 64 bytes, over the 63-byte limit (names are never truncated)"
+            ))))
+        );
+        assert!(database_role_name("warden", "Bad Name").is_err());
     }
 
     #[test]

@@ -1,0 +1,574 @@
+//! The second wall in PostgreSQL: a login role and a small pool per plugin, and grants on shared
+//! tables mirroring the plugins' levels.
+//!
+//! The SQL guard is the first wall. Whatever slips past it still runs as the plugin's own role:
+//! no superuser, no `CREATEROLE`/`CREATEDB`/`BYPASSRLS`, member of no role, owner of its own
+//! tables only. So it cannot read or change other plugins' tables, sequences or large objects,
+//! read server files or settings, or signal other backends. Each connection's session user is
+//! that role (not a `SET ROLE` away from Warden's user), so no function can switch back.
+//!
+//! All connections of all plugins count against one budget (`WARDEN_DATABASE_POOL_SIZE`): a
+//! connection holds a permit for its whole life, and a plugin that needs one while the budget is
+//! spent first closes idle connections of other plugins.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read as _;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use deadpool::managed::{
+    Manager as ManageConnections, Metrics, Pool as ManagedPool, RecycleError, RecycleResult,
+    WeakPool,
+};
+use deadpool_postgres::{ClientWrapper, Manager, ManagerConfig, RecyclingMethod};
+use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore};
+use tokio_postgres::NoTls;
+use warden_runtime::access::AccessLevel;
+use warden_runtime::resources::{database_role_name, ResourceGrants, ResourceKind};
+use warden_runtime::{Error, Result};
+
+use super::{database_error, CONNECTION_FAILURE};
+
+/// How long a plugin's connection may sit idle before it is closed.
+pub(super) const IDLE_CONNECTION_LIFETIME: Duration = Duration::from_secs(10);
+
+/// Database settings beyond the URL (`ADMIN_API.md`, "Least privilege in the database").
+#[derive(Debug, Clone)]
+pub struct DatabaseSettings {
+    /// Warden's own pool, and the budget of all plugins' connections together.
+    pub pool_size: usize,
+    /// Run each plugin's SQL as its own login role (`WARDEN_DATABASE_ROLES`).
+    pub roles: bool,
+    /// Most connections one plugin holds at once (`WARDEN_DATABASE_CONNECTIONS_PER_PLUGIN`).
+    pub connections_per_plugin: usize,
+    /// Most rows one query returns (`WARDEN_DATABASE_MAX_ROWS`).
+    pub max_rows: usize,
+    /// Most bytes one query returns (`WARDEN_DATABASE_MAX_RESULT_BYTES`).
+    pub max_result_bytes: usize,
+    /// The longest a statement may run: the plugin's call time limit.
+    pub statement_timeout: Duration,
+}
+
+impl DatabaseSettings {
+    /// The documented defaults for a pool of `pool_size` connections: roles on, a quarter of the
+    /// pool per plugin (at least one), 100,000 rows, 64 MiB, and the default call limit of 5 s.
+    pub fn with_pool_size(pool_size: usize) -> Self {
+        DatabaseSettings {
+            pool_size,
+            roles: true,
+            connections_per_plugin: (pool_size / 4).max(1),
+            max_rows: 100_000,
+            max_result_bytes: 64 * 1024 * 1024,
+            statement_timeout: Duration::from_millis(5_000),
+        }
+    }
+}
+
+/// A plugin connection and the budget permit it holds while it lives.
+pub(super) struct PluginConnection {
+    pub(super) client: ClientWrapper,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// Opens plugin connections within the budget, resetting their session state on return
+/// (`RecyclingMethod::Clean`: settings, advisory locks, prepared statements, temporary objects,
+/// listeners).
+pub(super) struct PluginConnectionManager {
+    connections: Manager,
+    access: Arc<PluginAccessShared>,
+}
+
+impl PluginConnectionManager {
+    /// Forgets every connection's prepared statements, after a statement changed the schema.
+    pub(super) fn clear_statement_caches(&self) {
+        self.connections.statement_caches.clear();
+    }
+}
+
+/// A pool of plugin connections.
+pub(super) type PluginConnectionPool = ManagedPool<PluginConnectionManager>;
+
+/// Why a plugin connection could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum ConnectionError {
+    #[error(transparent)]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error("the connection budget is closed")]
+    BudgetClosed,
+}
+
+impl ManageConnections for PluginConnectionManager {
+    type Type = PluginConnection;
+    type Error = ConnectionError;
+
+    async fn create(&self) -> std::result::Result<PluginConnection, ConnectionError> {
+        let permit = match Arc::clone(&self.access.budget).try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                self.access.close_idle_connections();
+                // Waits for a connection of any plugin to close; the caller's time limit bounds
+                // the wait.
+                Arc::clone(&self.access.budget)
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| ConnectionError::BudgetClosed)?
+            }
+        };
+        let client = self.connections.create().await?;
+        Ok(PluginConnection {
+            client,
+            _permit: permit,
+        })
+    }
+
+    async fn recycle(
+        &self,
+        connection: &mut PluginConnection,
+        metrics: &Metrics,
+    ) -> RecycleResult<ConnectionError> {
+        self.connections
+            .recycle(&mut connection.client, metrics)
+            .await
+            .map_err(|error| match error {
+                RecycleError::Message(message) => RecycleError::Message(message),
+                RecycleError::Backend(error) => RecycleError::Backend(error.into()),
+            })
+    }
+
+    fn detach(&self, connection: &mut PluginConnection) {
+        self.connections.detach(&mut connection.client);
+    }
+}
+
+/// What every plugin's access shares: the budget and the registry of shared-table grants.
+pub(super) struct PluginAccessShared {
+    budget: Arc<Semaphore>,
+    /// Every plugin pool, to close idle connections when the budget is spent.
+    pools: Mutex<Vec<WeakPool<PluginConnectionManager>>>,
+    /// For each shared table (physical name), the level each plugin role mapped to it holds.
+    shared_tables: Mutex<HashMap<String, BTreeMap<String, AccessLevel>>>,
+}
+
+impl PluginAccessShared {
+    fn close_idle_connections(&self) {
+        let mut pools = self
+            .pools
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        pools.retain(|pool| match pool.upgrade() {
+            Some(pool) => {
+                pool.retain(|_, _| false);
+                true
+            }
+            None => false,
+        });
+    }
+}
+
+/// Warden's side of plugin database access: opens role pools and keeps grants in step.
+#[derive(Clone)]
+pub struct PluginDatabaseAccess {
+    /// Warden's own connections (never a plugin's statement).
+    admin: deadpool_postgres::Pool,
+    /// How Warden connects; plugin connections change the user, password and options.
+    base: tokio_postgres::Config,
+    settings: DatabaseSettings,
+    shared: Arc<PluginAccessShared>,
+    /// Whether roles are on, decided once from Warden's own privileges.
+    roles_active: Arc<OnceCell<Option<RoleContext>>>,
+    /// The one pool all plugins share when roles are off (Warden's user, never Warden's own
+    /// connections).
+    shared_pool: Arc<OnceCell<PluginConnectionPool>>,
+}
+
+/// What role management needs to know about the server, read once.
+#[derive(Debug, Clone)]
+struct RoleContext {
+    database: String,
+}
+
+/// A plugin's connections: its pool and the role they log in as (`None` with roles off).
+#[derive(Clone)]
+pub(super) struct PluginPool {
+    pub(super) pool: PluginConnectionPool,
+    pub(super) role: Option<String>,
+}
+
+impl PluginDatabaseAccess {
+    pub(super) fn new(
+        admin: deadpool_postgres::Pool,
+        base: tokio_postgres::Config,
+        settings: DatabaseSettings,
+    ) -> Self {
+        let budget = Arc::new(Semaphore::new(settings.pool_size.max(1)));
+        PluginDatabaseAccess {
+            admin,
+            base,
+            settings,
+            shared: Arc::new(PluginAccessShared {
+                budget,
+                pools: Mutex::new(Vec::new()),
+                shared_tables: Mutex::new(HashMap::new()),
+            }),
+            roles_active: Arc::new(OnceCell::new()),
+            shared_pool: Arc::new(OnceCell::new()),
+        }
+    }
+
+    pub(super) fn settings(&self) -> &DatabaseSettings {
+        &self.settings
+    }
+
+    /// Opens (or reuses) the connections `plugin` runs its statements on. With roles on, this
+    /// makes sure its role exists with a fresh password and no privilege beyond its grants,
+    /// hands it its private tables and mirrors its levels on shared tables.
+    pub(super) async fn prepare(
+        &self,
+        plugin: &str,
+        grants: &ResourceGrants,
+    ) -> Result<PluginPool> {
+        let Some(context) = self.role_context().await? else {
+            let pool = self
+                .shared_pool
+                .get_or_try_init(|| async {
+                    let config = self.plugin_config(None);
+                    self.open_pool(config, self.settings.pool_size)
+                })
+                .await?
+                .clone();
+            return Ok(PluginPool { pool, role: None });
+        };
+        let role = database_role_name(&context.database, plugin)?;
+        let password = random_password()?;
+        let admin = self.admin_client().await?;
+        let role_sql = quote_identifier(&role);
+        let attributes = format!(
+            "LOGIN NOINHERIT NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS \
+             CONNECTION LIMIT {} PASSWORD '{password}'",
+            self.settings.connections_per_plugin + 1
+        );
+        let exists = admin
+            .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&role])
+            .await
+            .map_err(database_error)?
+            .is_some();
+        let created = !exists
+            && admin
+                .batch_execute(&format!("CREATE ROLE {role_sql} {attributes}"))
+                .await
+                .is_ok();
+        if !created {
+            admin
+                .batch_execute(&format!("ALTER ROLE {role_sql} WITH {attributes}"))
+                .await
+                .map_err(|error| role_error(&role, "cannot set up", error))?;
+        }
+        // A role that is a member of another role could reach that role's privileges.
+        let memberships = admin
+            .query(
+                "SELECT granted.rolname FROM pg_auth_members membership \
+                 JOIN pg_roles granted ON granted.oid = membership.roleid \
+                 JOIN pg_roles member ON member.oid = membership.member \
+                 WHERE member.rolname = $1",
+                &[&role],
+            )
+            .await
+            .map_err(database_error)?;
+        for membership in memberships {
+            let granted: String = membership.get(0);
+            admin
+                .batch_execute(&format!(
+                    "REVOKE {} FROM {role_sql}",
+                    quote_identifier(&granted)
+                ))
+                .await
+                .map_err(|error| role_error(&role, "cannot revoke a membership of", error))?;
+        }
+        // Warden's user is a member of each plugin role, so that it can hand tables to it and
+        // take shared tables over from it; the plugin role gains nothing from this.
+        admin
+            .batch_execute(&format!(
+                "GRANT {role_sql} TO CURRENT_USER; \
+                 GRANT CONNECT ON DATABASE {} TO {role_sql}; \
+                 GRANT USAGE, CREATE ON SCHEMA public TO {role_sql}",
+                quote_identifier(&context.database)
+            ))
+            .await
+            .map_err(|error| role_error(&role, "cannot grant the database to", error))?;
+        for grant in grants.grants(ResourceKind::Table) {
+            if grant.shared {
+                self.register_shared_table(&grant.physical, &role, grant.access);
+                self.sync_shared_table(&admin, &grant.physical).await?;
+            } else {
+                hand_over_private_table(&admin, &grant.physical, &role).await?;
+            }
+        }
+        let config = self.plugin_config(Some((&role, &password)));
+        let pool = self.open_pool(config, self.settings.connections_per_plugin)?;
+        Ok(PluginPool {
+            pool,
+            role: Some(role),
+        })
+    }
+
+    /// After a statement changed a shared table's shape (typically created it, then owned by
+    /// the plugin's role), gives it back to Warden's user and grants every mapped plugin its
+    /// level again.
+    pub(super) async fn shared_table_changed(&self, physical: &str) -> Result<()> {
+        if self.role_context().await?.is_none() {
+            return Ok(());
+        }
+        let admin = self.admin_client().await?;
+        self.sync_shared_table(&admin, physical).await
+    }
+
+    fn register_shared_table(&self, physical: &str, role: &str, level: AccessLevel) {
+        let mut shared = self
+            .shared
+            .shared_tables
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        shared
+            .entry(physical.to_owned())
+            .or_default()
+            .insert(role.to_owned(), level);
+    }
+
+    async fn sync_shared_table(
+        &self,
+        admin: &deadpool_postgres::Client,
+        physical: &str,
+    ) -> Result<()> {
+        let owner = admin
+            .query_opt(
+                "SELECT pg_get_userbyid(relowner) = current_user FROM pg_class \
+                 WHERE relname = $1 AND relnamespace = 'public'::regnamespace \
+                 AND relkind IN ('r', 'p')",
+                &[&physical],
+            )
+            .await
+            .map_err(database_error)?;
+        let Some(owned_by_warden) = owner.map(|row| row.get::<_, bool>(0)) else {
+            // Not created yet: the plugin with `owner` on it creates it, then this runs again.
+            return Ok(());
+        };
+        let table = format!("public.{}", quote_identifier(physical));
+        if !owned_by_warden {
+            admin
+                .batch_execute(&format!("ALTER TABLE {table} OWNER TO CURRENT_USER"))
+                .await
+                .map_err(|error| role_error(physical, "cannot take over shared table", error))?;
+        }
+        let sequences: Vec<String> = admin
+            .query(
+                "SELECT sequence.relname FROM pg_class sequence \
+                 JOIN pg_depend dependency ON dependency.objid = sequence.oid \
+                 JOIN pg_class owner ON owner.oid = dependency.refobjid \
+                 WHERE sequence.relkind = 'S' AND owner.relname = $1 \
+                 AND owner.relnamespace = 'public'::regnamespace \
+                 AND dependency.deptype IN ('a', 'i')",
+                &[&physical],
+            )
+            .await
+            .map_err(database_error)?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        let roles = self
+            .shared
+            .shared_tables
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(physical)
+            .cloned()
+            .unwrap_or_default();
+        let mut statements = String::new();
+        for (role, level) in roles {
+            let role = quote_identifier(&role);
+            let (table_rights, sequence_rights) = match level {
+                AccessLevel::Read => ("SELECT", "SELECT"),
+                AccessLevel::Write => ("SELECT, INSERT, UPDATE, DELETE", "USAGE, SELECT"),
+                _ => (
+                    "SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES",
+                    "USAGE, SELECT, UPDATE",
+                ),
+            };
+            statements.push_str(&format!(
+                "REVOKE ALL ON TABLE {table} FROM {role}; \
+                 GRANT {table_rights} ON TABLE {table} TO {role}; "
+            ));
+            for sequence in &sequences {
+                let sequence = format!("public.{}", quote_identifier(sequence));
+                statements.push_str(&format!(
+                    "REVOKE ALL ON SEQUENCE {sequence} FROM {role}; \
+                     GRANT {sequence_rights} ON SEQUENCE {sequence} TO {role}; "
+                ));
+            }
+        }
+        admin
+            .batch_execute(&statements)
+            .await
+            .map_err(|error| role_error(physical, "cannot grant shared table", error))
+    }
+
+    /// Decides once whether roles are on: asked for, and Warden's user may create roles.
+    async fn role_context(&self) -> Result<Option<RoleContext>> {
+        self.roles_active
+            .get_or_try_init(|| async {
+                let admin = self.admin_client().await?;
+                let row = admin
+                    .query_one(
+                        "SELECT rolsuper, rolcreaterole, current_database() FROM pg_roles \
+                         WHERE rolname = current_user",
+                        &[],
+                    )
+                    .await
+                    .map_err(database_error)?;
+                let (superuser, create_role, database): (bool, bool, String) =
+                    (row.get(0), row.get(1), row.get(2));
+                if !self.settings.roles {
+                    tracing::warn!(
+                        "WARDEN_DATABASE_ROLES is off: every plugin's SQL runs as Warden's own \
+                         database user, guarded by the SQL guard alone"
+                    );
+                    return Ok(None);
+                }
+                if !create_role && !superuser {
+                    tracing::warn!(
+                        "Warden's database user has no CREATEROLE, so plugins cannot get roles of \
+                         their own: running with WARDEN_DATABASE_ROLES off"
+                    );
+                    return Ok(None);
+                }
+                if superuser {
+                    tracing::warn!(
+                        "Warden's database user is a superuser; plugins still run as their own \
+                         non-superuser roles, but run Warden as a non-superuser with CREATEROLE"
+                    );
+                }
+                // PUBLIC may create temporary tables in a new database; a plugin may not.
+                if let Err(error) = admin
+                    .batch_execute(&format!(
+                        "REVOKE TEMPORARY ON DATABASE {} FROM PUBLIC",
+                        quote_identifier(&database)
+                    ))
+                    .await
+                {
+                    tracing::warn!(%error, "cannot revoke TEMPORARY on the database from PUBLIC");
+                }
+                Ok(Some(RoleContext { database }))
+            })
+            .await
+            .cloned()
+    }
+
+    async fn admin_client(&self) -> Result<deadpool_postgres::Client> {
+        self.admin.get().await.map_err(|error| Error::Database {
+            sqlstate: CONNECTION_FAILURE.to_owned(),
+            message: format!("cannot get a database connection: {error}"),
+        })
+    }
+
+    /// How a plugin connects: its own user and password (or Warden's with roles off), strings
+    /// read as the guard read them, a statement time limit, and no session left idle inside a
+    /// transaction.
+    fn plugin_config(&self, login: Option<(&str, &str)>) -> tokio_postgres::Config {
+        let mut config = self.base.clone();
+        if let Some((user, password)) = login {
+            config.user(user);
+            config.password(password);
+        }
+        let timeout_ms = self.settings.statement_timeout.as_millis().max(1);
+        config.options(format!(
+            "-c standard_conforming_strings=on -c search_path=public \
+             -c statement_timeout={timeout_ms} -c idle_in_transaction_session_timeout={timeout_ms}"
+        ));
+        config
+    }
+
+    fn open_pool(
+        &self,
+        config: tokio_postgres::Config,
+        max_size: usize,
+    ) -> Result<PluginConnectionPool> {
+        let manager = PluginConnectionManager {
+            connections: Manager::from_config(
+                config,
+                NoTls,
+                ManagerConfig {
+                    recycling_method: RecyclingMethod::Clean,
+                },
+            ),
+            access: Arc::clone(&self.shared),
+        };
+        let pool = ManagedPool::builder(manager)
+            .max_size(max_size.max(1))
+            .build()
+            .map_err(|error| Error::Database {
+                sqlstate: CONNECTION_FAILURE.to_owned(),
+                message: format!("cannot build a plugin's database pool: {error}"),
+            })?;
+        self.shared
+            .pools
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(pool.weak());
+        Ok(pool)
+    }
+}
+
+/// Gives a plugin's existing private table to its role (tables made before roles were on, or by
+/// Warden's user, belong to someone else).
+async fn hand_over_private_table(
+    admin: &deadpool_postgres::Client,
+    physical: &str,
+    role: &str,
+) -> Result<()> {
+    let owner = admin
+        .query_opt(
+            "SELECT pg_get_userbyid(relowner) FROM pg_class \
+             WHERE relname = $1 AND relnamespace = 'public'::regnamespace \
+             AND relkind IN ('r', 'p')",
+            &[&physical],
+        )
+        .await
+        .map_err(database_error)?;
+    match owner.map(|row| row.get::<_, String>(0)) {
+        Some(owner) if owner != role => admin
+            .batch_execute(&format!(
+                "ALTER TABLE public.{} OWNER TO {}",
+                quote_identifier(physical),
+                quote_identifier(role)
+            ))
+            .await
+            .map_err(|error| role_error(physical, "cannot hand over table", error)),
+        _ => Ok(()),
+    }
+}
+
+/// A PostgreSQL identifier in double quotes, with inner quotes doubled.
+pub(super) fn quote_identifier(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// 32 random hexadecimal digits from the operating system: a password nobody stores.
+fn random_password() -> Result<String> {
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut source| source.read_exact(&mut bytes))
+        .map_err(|error| Error::Database {
+            sqlstate: CONNECTION_FAILURE.to_owned(),
+            message: format!("cannot make a password for a plugin role: {error}"),
+        })?;
+    Ok(bytes.iter().map(|byte| format!("{byte:02x}")).collect())
+}
+
+fn role_error(what: &str, doing: &str, error: tokio_postgres::Error) -> Error {
+    match database_error(error) {
+        Error::Database { sqlstate, message } => Error::Database {
+            sqlstate,
+            message: format!("{doing} '{what}': {message}"),
+        },
+        other => other,
+    }
+}
