@@ -40,7 +40,7 @@ use crate::{Error, Result};
 pub struct ManagerConfig {
     /// The directory plugin files are loaded from.
     pub plugins_dir: PathBuf,
-    /// Heap and time limits of every JavaScript plugin.
+    /// Heap, time, message, log and timer limits of every JavaScript plugin.
     pub limits: PluginLimits,
     /// Restart intensity and backoff.
     pub policy: SupervisionPolicy,
@@ -267,6 +267,7 @@ impl Actor for PluginManager {
             state_changes: context.address().recipient(),
             policy: registry.config.policy,
             call_timeout: Duration::from_millis(registry.config.limits.call_timeout_ms),
+            max_message_bytes: registry.config.limits.max_message_bytes,
             event_queue_capacity: registry.config.event_queue_capacity,
         });
         update_state_gauges(&registry.plugins);

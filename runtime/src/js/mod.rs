@@ -6,8 +6,11 @@
 
 mod engine;
 mod host;
+mod limits;
 mod plugin;
 mod source;
+#[cfg(test)]
+mod tests;
 
 use std::path::{Path, PathBuf};
 
