@@ -64,7 +64,8 @@ export type EventListener = (data: any, meta: { event: string; source: string })
 
 /** Patterns are event names or globs over ":"-separated segments: `*` is one segment, `**` any rest. */
 export interface EventBus {
-  /** Returns at once; data must be JSON-serializable (null when omitted); the emitter never hears itself. */
+  /** Returns at once; data must be JSON-serializable (null when omitted); the emitter never hears itself.
+   *  Data over WARDEN_PLUGIN_MAX_MESSAGE_BYTES (1 MiB) of JSON throws MessageTooLargeError and is never delivered. */
   emit(event: string, data?: unknown): void;
   /** Calls listener for every matching event; it runs without a `this`, so use an arrow function. */
   on(pattern: string, listener: EventListener): void;
@@ -74,7 +75,9 @@ export interface EventBus {
   off(pattern: string, listener?: EventListener): void;
 }
 
-/** A declared dependency; every call is a message to its actor and returns a Promise. */
+/** A declared dependency; every call is a message to its actor and returns a Promise. Arguments over
+ *  WARDEN_PLUGIN_MAX_MESSAGE_BYTES of JSON reject with MessageTooLargeError; the dependency's `initialize`
+ *  and `cleanup` are never reachable (`call("initialize")` rejects with MethodNotAllowedError). */
 export interface DependencyHandle {
   /** The dependency's metadata. */
   metadata: PluginMetadata;
@@ -181,11 +184,16 @@ export type WardenErrorName =
   | "CircularDependencyError"
   | "DependencyNotFoundError"
   | "DependencyVersionMismatchError"
-  | "PluginUnloadedError";
+  | "PluginUnloadedError"
+  | "MessageTooLargeError"
+  | "TimerLimitError"
+  | "MethodNotAllowedError"
+  | "MethodNotFoundError";
 
 // The globals a plugin has. Declared as merging declarations, so they coexist with "dom" or @types/node.
 declare global {
-  /** Warden's console: lines go to Warden's log tagged with the plugin name, arguments joined as Node does. */
+  /** Warden's console: lines go to Warden's log tagged with the plugin name, arguments joined as Node does.
+   *  Past WARDEN_PLUGIN_LOG_BYTES_PER_S (64 KiB) in one second, lines are dropped (never thrown) and one log line says how much. */
   interface Console {
     /** Logs at INFO. */
     log(...args: unknown[]): void;
@@ -198,11 +206,14 @@ declare global {
   }
   /** The plugin's console. */
   var console: Console;
-  /** Calls callback once after delay milliseconds; returns an id for clearTimeout. */
+  /** Calls callback once after delay milliseconds; returns an id for clearTimeout. Timers nested 5 deep in
+   *  timer callbacks wait at least 4 ms, as in browsers; past WARDEN_PLUGIN_MAX_TIMERS (1,000) pending timers
+   *  it throws TimerLimitError. */
   function setTimeout<A extends unknown[]>(callback: (...args: A) => void, delay?: number, ...args: A): number;
   /** Cancels a pending setTimeout. */
   function clearTimeout(id: number | undefined): void;
-  /** Calls callback every delay milliseconds; returns an id for clearInterval. */
+  /** Calls callback every delay milliseconds, at least 4 ms apart; returns an id for clearInterval.
+   *  Counts against WARDEN_PLUGIN_MAX_TIMERS like setTimeout. */
   function setInterval<A extends unknown[]>(callback: (...args: A) => void, delay?: number, ...args: A): number;
   /** Cancels a setInterval. */
   function clearInterval(id: number | undefined): void;

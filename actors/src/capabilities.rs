@@ -4,6 +4,7 @@ use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use actix::{Addr, Recipient, WeakAddr};
 use futures::FutureExt as _;
@@ -11,8 +12,8 @@ use serde_json::Value;
 use warden_runtime::events::{validate_event_name, EventPattern};
 use warden_runtime::manifest::DependencySpec;
 use warden_runtime::{
-    CallTarget, Database, Dependencies, DependencyInfo, Error, Event, Events, Kafka, KafkaOutgoing,
-    PluginFuture, Result, Storage, Supervision,
+    CallTarget, Database, Dependencies, DependencyInfo, Error, Event, Events, HostLimit, Kafka,
+    KafkaOutgoing, PluginFuture, Result, Storage, Supervision,
 };
 
 use crate::broker::{
@@ -54,15 +55,18 @@ pub(crate) struct BrokerEvents {
     pub broker: Addr<EventBroker>,
     pub deliver_to: Recipient<DeliverEvents>,
     pub queue: Arc<AtomicUsize>,
+    pub max_message_bytes: usize,
 }
 
 impl Events for BrokerEvents {
     fn emit(&self, event: &str, data: Value) -> Result<()> {
         self.liveness.check()?;
         validate_event_name(event)?;
-        self.broker.do_send(PublishEvent {
-            event: Event::new(event, self.subscriber.plugin.clone(), data),
-        });
+        let event = Event::new(event, self.subscriber.plugin.clone(), data);
+        // The event is serialized once for its listeners anyway, so every plugin kind's emits
+        // are measured here at no extra cost (JavaScript ones were measured before parsing too).
+        check_event_size(&event, self.max_message_bytes)?;
+        self.broker.do_send(PublishEvent { event });
         Ok(())
     }
 
@@ -161,12 +165,42 @@ impl Dependencies for DirectoryDependencies {
     }
 }
 
+/// Refuses an event whose serialized `data` is over `max_message_bytes`, counted and logged
+/// for its source.
+pub(crate) fn check_event_size(event: &Event, max_message_bytes: usize) -> Result<()> {
+    if event.data_json.len() <= max_message_bytes {
+        return Ok(());
+    }
+    let error = Error::MessageTooLarge {
+        plugin: event.source.clone(),
+        what: "event data".into(),
+        bytes: event.data_json.len(),
+        limit: max_message_bytes,
+    };
+    count_limit_refusal(&event.source, HostLimit::MessageBytes, 1);
+    tracing::warn!(plugin = %event.source, limit = HostLimit::MessageBytes.as_str(), "{error}");
+    Err(error)
+}
+
+/// `warden_host_limit_refusals_total{plugin, limit}`.
+fn count_limit_refusal(plugin: &str, limit: HostLimit, refusals: u64) {
+    metrics::counter!(
+        "warden_host_limit_refusals_total",
+        "plugin" => plugin.to_string(),
+        "limit" => limit.as_str()
+    )
+    .increment(refusals);
+}
+
 /// Faults go to the plugin's own actor (weakly held, so a context never keeps an actor alive);
-/// listener errors are logged and counted.
+/// listener errors and host-limit refusals are logged and counted.
 pub(crate) struct ActorSupervision {
     pub plugin: String,
     pub generation: u64,
     pub actor: WeakAddr<PluginActor>,
+    /// When each limit's refusal was last logged: one line per limit per second, so a plugin
+    /// that catches its refusals and retries in a loop cannot flood the log through them.
+    pub last_refusal_warnings: Cell<[Option<Instant>; HostLimit::ALL.len()]>,
 }
 
 impl Supervision for ActorSupervision {
@@ -183,6 +217,22 @@ impl Supervision for ActorSupervision {
         metrics::counter!("warden_listener_errors_total", "plugin" => self.plugin.clone())
             .increment(1);
         tracing::warn!(plugin = %self.plugin, event, error = %error, name = error.js_name(), "listener threw");
+    }
+
+    fn limit_refused(&self, limit: HostLimit, refusals: u64, detail: &str) {
+        count_limit_refusal(&self.plugin, limit, refusals);
+        let now = Instant::now();
+        let mut last_warnings = self.last_refusal_warnings.get();
+        let last = &mut last_warnings[limit.index()];
+        // The dropped-log summary is already one line per window and is always written.
+        let due = limit == HostLimit::LogBytes
+            || last
+                .is_none_or(|last| now.saturating_duration_since(last) >= Duration::from_secs(1));
+        if due {
+            *last = Some(now);
+            self.last_refusal_warnings.set(last_warnings);
+            tracing::warn!(plugin = %self.plugin, limit = limit.as_str(), refusals, "{detail}");
+        }
     }
 }
 

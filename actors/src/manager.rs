@@ -40,7 +40,7 @@ use crate::{Error, Result};
 pub struct ManagerConfig {
     /// The directory plugin files are loaded from.
     pub plugins_dir: PathBuf,
-    /// Heap and time limits of every JavaScript plugin.
+    /// Heap, time, message, log and timer limits of every JavaScript plugin.
     pub limits: PluginLimits,
     /// Restart intensity and backoff.
     pub policy: SupervisionPolicy,
@@ -267,6 +267,7 @@ impl Actor for PluginManager {
             state_changes: context.address().recipient(),
             policy: registry.config.policy,
             call_timeout: Duration::from_millis(registry.config.limits.call_timeout_ms),
+            max_message_bytes: registry.config.limits.max_message_bytes,
             event_queue_capacity: registry.config.event_queue_capacity,
         });
         update_state_gauges(&registry.plugins);
@@ -361,6 +362,16 @@ impl Registry {
         }
     }
 
+    /// The plugins directory with its symbolic links resolved.
+    fn plugins_root(&self) -> Result<PathBuf> {
+        self.config
+            .plugins_dir
+            .canonicalize()
+            .map_err(|error| Error::InvalidRequest {
+                reason: format!("the plugins directory cannot be read: {error}"),
+            })
+    }
+
     /// Resolves a path given by an operator to a file inside the plugins directory.
     fn plugin_file(&self, relative: &str) -> Result<PathBuf> {
         let candidate = Path::new(relative);
@@ -378,13 +389,7 @@ impl Registry {
         let resolved = path.canonicalize().map_err(|_| Error::FileNotFound {
             path: relative.to_string(),
         })?;
-        let root =
-            self.config
-                .plugins_dir
-                .canonicalize()
-                .map_err(|error| Error::InvalidRequest {
-                    reason: format!("the plugins directory cannot be read: {error}"),
-                })?;
+        let root = self.plugins_root()?;
         if !resolved.starts_with(&root) {
             return Err(Error::InvalidRequest {
                 reason: format!("path '{relative}' leads outside the plugins directory"),
@@ -473,7 +478,9 @@ impl Core {
             PluginSource::File(relative) => {
                 let registry = self.registry.borrow();
                 let path = registry.plugin_file(relative)?;
-                let module = JsModule::read(&path)?;
+                // Imports are confined to the whole plugins directory (the entry may be a link
+                // into a subdirectory), and entry files at its top are off limits to them.
+                let module = JsModule::read_in(&registry.plugins_root()?, &path)?;
                 let factory = Arc::new(JsPluginFactory {
                     module,
                     limits: registry.config.limits,

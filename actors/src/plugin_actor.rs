@@ -134,6 +134,8 @@ pub struct PluginServices {
     pub policy: SupervisionPolicy,
     /// The time limit of one call, applied to every plugin kind.
     pub call_timeout: Duration,
+    /// The largest event `data` a plugin may emit, applied to every plugin kind.
+    pub max_message_bytes: usize,
     /// Events a plugin may have queued before more are dropped for it.
     pub event_queue_capacity: usize,
 }
@@ -295,6 +297,7 @@ impl PluginActor {
                 broker: self.services.broker.clone(),
                 deliver_to: context.address().recipient(),
                 queue: self.queue.clone(),
+                max_message_bytes: self.services.max_message_bytes,
             }),
             dependencies: Rc::new(DirectoryDependencies {
                 liveness: liveness.clone(),
@@ -305,6 +308,7 @@ impl PluginActor {
                 plugin: self.name.clone(),
                 generation: self.generation,
                 actor: context.address().downgrade(),
+                last_refusal_warnings: Default::default(),
             }),
             database: self.gateways.database.clone().map(|gateway| {
                 Rc::new(GatewayDatabase {

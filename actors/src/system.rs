@@ -13,6 +13,7 @@ use warden_runtime::resources::ResourceOverrides;
 use warden_runtime::{CallTarget, Event, PluginFactory};
 
 use crate::broker::{EventBroker, OpenEventStream, PublishEvent};
+use crate::capabilities::check_event_size;
 use crate::directory::PluginDirectory;
 use crate::gateways::store::StoredState;
 use crate::gateways::{Backends, Readiness};
@@ -36,12 +37,15 @@ pub struct Warden {
     broker: Addr<EventBroker>,
     directory: PluginDirectory,
     watcher: Option<Arc<std::sync::Mutex<notify::RecommendedWatcher>>>,
+    /// The largest event `data` [`Warden::publish`] accepts, as for plugins.
+    max_message_bytes: usize,
 }
 
 impl Warden {
     /// Starts the broker and the manager on the current actix system.
     pub fn start(config: ManagerConfig) -> Self {
         let backends = config.backends.clone();
+        let max_message_bytes = config.limits.max_message_bytes;
         let broker = EventBroker::new(config.event_queue_capacity).start();
         let directory = PluginDirectory::default();
         let manager = PluginManager::new(config, broker.clone(), directory.clone()).start();
@@ -51,6 +55,7 @@ impl Warden {
             broker,
             directory,
             watcher: None,
+            max_message_bytes,
         }
     }
 
@@ -209,9 +214,9 @@ impl Warden {
     /// Publishes an event with source `admin` (or another host source).
     pub fn publish(&self, event: &str, source: &str, data: Value) -> Result<()> {
         validate_event_name(event)?;
-        self.broker.do_send(PublishEvent {
-            event: Event::new(event, source, data),
-        });
+        let event = Event::new(event, source, data);
+        check_event_size(&event, self.max_message_bytes)?;
+        self.broker.do_send(PublishEvent { event });
         Ok(())
     }
 

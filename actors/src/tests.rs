@@ -109,6 +109,7 @@ fn start(max_restarts: u32, call_timeout_ms: u64) -> (Warden, tempfile::TempDir)
         limits: PluginLimits {
             memory_limit_mb: 16,
             call_timeout_ms,
+            ..PluginLimits::default()
         },
         policy: SupervisionPolicy {
             max_restarts,
@@ -343,4 +344,347 @@ async fn a_full_event_queue_drops_and_counts_without_blocking_the_emitter() {
         listener.received.lock().unwrap().len() == 6
     })
     .await;
+}
+
+/// Writes a JavaScript plugin file into the plugins directory.
+fn write_plugin(directory: &tempfile::TempDir, file: &str, code: &str) {
+    let path = directory.path().join(file);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).unwrap();
+    }
+    std::fs::write(path, code).unwrap();
+}
+
+const TWO_MIB: usize = 2 * 1024 * 1024;
+
+#[actix_rt::test]
+async fn plugins_named_admin_warden_or_shared_are_refused_at_load() {
+    let (warden, directory) = start(5, 1_000);
+    for name in ["admin", "warden", "shared"] {
+        write_plugin(
+            &directory,
+            &format!("{name}.js"),
+            &format!("export default {{ metadata: {{ name: '{name}', version: '1.0.0' }} }};"),
+        );
+        let refused = warden.load(format!("{name}.js"), None).await;
+        assert!(
+            matches!(&refused, Err(Error::Plugin(RuntimeError::InvalidName { reason })) if reason.contains("reserved")),
+            "{name}: {refused:?}"
+        );
+    }
+    assert!(warden.list().await.unwrap().is_empty());
+}
+
+#[actix_rt::test]
+async fn a_two_mebibyte_emit_is_refused_and_never_reaches_a_listener() {
+    let (warden, directory) = start(5, 2_000);
+    write_plugin(
+        &directory,
+        "listener.js",
+        "const seen = []; export default { metadata: { name: 'listener', version: '1.0.0' },\n\
+         initialize(context) { context.eventBus.on('blob:*', (data, { event }) => seen.push(event)); },\n\
+         execute() { return seen; } };",
+    );
+    write_plugin(
+        &directory,
+        "emitter.js",
+        "export default { metadata: { name: 'emitter', version: '1.0.0' },\n\
+         initialize(context) { this.context = context; },\n\
+         execute(size) {\n\
+           let refused = null;\n\
+           try { this.context.eventBus.emit('blob:big', 'x'.repeat(size)); } catch (error) { refused = error.name; }\n\
+           this.context.eventBus.emit('blob:marker', 'small');\n\
+           return refused; } };",
+    );
+    warden.load("listener.js".into(), None).await.unwrap();
+    warden.load("emitter.js".into(), None).await.unwrap();
+    assert_eq!(
+        warden.execute("emitter", json!(TWO_MIB)).await.unwrap(),
+        json!("MessageTooLargeError")
+    );
+    wait_until("the marker after the refused event arrives", async || {
+        warden.execute("listener", json!(null)).await.unwrap() != json!([])
+    })
+    .await;
+    assert_eq!(
+        warden.execute("listener", json!(null)).await.unwrap(),
+        json!(["blob:marker"]),
+        "the big event was never delivered"
+    );
+    // The admin API's own messages meet the same limit.
+    let published = warden.publish("blob:admin", "admin", json!("x".repeat(TWO_MIB)));
+    assert!(
+        matches!(
+            published,
+            Err(Error::Plugin(RuntimeError::MessageTooLarge { .. }))
+        ),
+        "{published:?}"
+    );
+    let executed = warden.execute("listener", json!("x".repeat(TWO_MIB))).await;
+    assert!(
+        matches!(
+            executed,
+            Err(Error::Plugin(RuntimeError::MessageTooLarge { .. }))
+        ),
+        "{executed:?}"
+    );
+}
+
+const VICTIM: &str = "let starts = 0; let cleanups = 0;\n\
+    export default { metadata: { name: 'victim', version: '1.0.0' },\n\
+    initialize() { starts++; }, cleanup() { cleanups++; },\n\
+    execute(input) { return input; },\n\
+    counts() { return { starts, cleanups }; } };";
+
+#[actix_rt::test]
+async fn a_dependency_handle_cannot_reach_initialize_or_cleanup() {
+    let (warden, directory) = start(5, 1_000);
+    write_plugin(&directory, "victim.js", VICTIM);
+    write_plugin(
+        &directory,
+        "attacker.js",
+        "export default { metadata: { name: 'attacker', version: '1.0.0', dependencies: ['victim'] },\n\
+         initialize(context) { this.context = context; },\n\
+         async execute() {\n\
+           const victim = this.context.getDependency('victim');\n\
+           const names = [];\n\
+           for (const attempt of [() => victim.call('initialize', {}), () => victim.call('cleanup'), () => victim.initialize({}), () => victim.cleanup(), () => victim.call('constructor')]) {\n\
+             try { await attempt(); names.push('reached'); } catch (error) { names.push(error.name); }\n\
+           }\n\
+           return { names, counts: await victim.counts(), echoed: await victim.execute('ok') }; } };",
+    );
+    warden.load("victim.js".into(), None).await.unwrap();
+    warden.load("attacker.js".into(), None).await.unwrap();
+    assert_eq!(
+        warden.execute("attacker", json!(null)).await.unwrap(),
+        json!({
+            "names": ["MethodNotAllowedError", "MethodNotAllowedError", "MethodNotAllowedError", "MethodNotAllowedError", "MethodNotFoundError"],
+            "counts": {"starts": 1, "cleanups": 0},
+            "echoed": "ok",
+        })
+    );
+}
+
+/// A native plugin that calls its dependency `victim` directly through its context, with no
+/// prelude in between: `execute("initialize")` asks for the victim's `initialize`.
+struct HostilePlugin {
+    description: PluginDescription,
+    context: std::cell::RefCell<Option<PluginContext>>,
+}
+
+impl Plugin for HostilePlugin {
+    fn describe(&self) -> PluginDescription {
+        self.description.clone()
+    }
+
+    fn initialize(&self, context: PluginContext) -> PluginFuture<()> {
+        *self.context.borrow_mut() = Some(context);
+        Box::pin(async { Ok(()) })
+    }
+
+    fn call(&self, _: CallTarget, arguments: Vec<Value>) -> PluginFuture<Value> {
+        let method = arguments
+            .first()
+            .and_then(Value::as_str)
+            .unwrap_or("initialize")
+            .to_string();
+        match self.context.borrow().as_ref() {
+            Some(context) => {
+                context
+                    .dependencies
+                    .call("victim", CallTarget::Method(method), vec![json!({})])
+            }
+            None => Box::pin(async { Ok(Value::Null) }),
+        }
+    }
+
+    fn deliver_events(&self, _: &[Arc<Event>]) {}
+
+    fn cleanup(&self) -> PluginFuture<()> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn dispose(&self) {}
+}
+
+struct HostileFactory;
+
+impl PluginFactory for HostileFactory {
+    fn create(&self) -> warden_runtime::Result<Box<dyn Plugin>> {
+        let manifest = PluginManifest::from_json(
+            &json!({"name": "hostile", "version": "1.0.0", "dependencies": ["victim"]}),
+        )?;
+        Ok(Box::new(HostilePlugin {
+            description: PluginDescription {
+                manifest,
+                exports: Vec::new(),
+                executable: true,
+                has_cleanup: false,
+            },
+            context: Default::default(),
+        }))
+    }
+
+    fn kind(&self) -> &'static str {
+        "native"
+    }
+}
+
+#[actix_rt::test]
+async fn a_javascript_plugin_refuses_its_lifecycle_to_a_caller_that_bypasses_the_prelude() {
+    let (warden, directory) = start(5, 1_000);
+    write_plugin(&directory, "victim.js", VICTIM);
+    warden.load("victim.js".into(), None).await.unwrap();
+    warden.load_native(Arc::new(HostileFactory)).await.unwrap();
+    for method in ["initialize", "cleanup"] {
+        let refused = warden.execute("hostile", json!(method)).await;
+        assert!(
+            matches!(&refused, Err(Error::Plugin(RuntimeError::MethodNotAllowed { method: refused, .. })) if refused == method),
+            "{method}: {refused:?}"
+        );
+    }
+    let refused = warden.execute("hostile", json!("hasOwnProperty")).await;
+    assert!(
+        matches!(
+            refused,
+            Err(Error::Plugin(RuntimeError::MethodNotFound { .. }))
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(
+        warden.execute("hostile", json!("counts")).await.unwrap(),
+        json!({"starts": 1, "cleanups": 0})
+    );
+}
+
+#[actix_rt::test]
+async fn ten_thousand_and_one_timers_stop_at_the_limit_with_timer_limit_error() {
+    let (warden, directory) = start(5, 2_000);
+    write_plugin(
+        &directory,
+        "timers.js",
+        "export default { metadata: { name: 'timers', version: '1.0.0' },\n\
+         execute() {\n\
+           let created = 0, refused = null;\n\
+           for (let n = 0; n < 10001; n++) { try { setTimeout(() => {}, 1e9); created++; } catch (error) { refused = error.name; } }\n\
+           return { created, refused }; } };",
+    );
+    warden.load("timers.js".into(), None).await.unwrap();
+    assert_eq!(
+        warden.execute("timers", json!(null)).await.unwrap(),
+        json!({"created": PluginLimits::default().max_timers, "refused": "TimerLimitError"})
+    );
+    assert_eq!(
+        warden.get("timers".into()).await.unwrap().state,
+        PluginState::Running
+    );
+}
+
+#[actix_rt::test]
+async fn a_zero_delay_interval_fires_at_most_every_four_milliseconds_and_calls_still_answer() {
+    let (warden, directory) = start(5, 1_000);
+    write_plugin(
+        &directory,
+        "spinner.js",
+        "let fired = 0; export default { metadata: { name: 'spinner', version: '1.0.0' },\n\
+         execute(command) { if (command === 'start') setInterval(() => { fired++; }, 0); return fired; } };",
+    );
+    warden.load("spinner.js".into(), None).await.unwrap();
+    let started = Instant::now();
+    warden.execute("spinner", json!("start")).await.unwrap();
+    wait_until("the interval fired ten times", async || {
+        warden
+            .execute("spinner", json!(null))
+            .await
+            .unwrap()
+            .as_u64()
+            >= Some(10)
+    })
+    .await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(36),
+        "ten firings took only {:?}",
+        started.elapsed()
+    );
+}
+
+#[actix_rt::test]
+async fn a_log_flood_is_dropped_and_console_log_never_throws() {
+    let (warden, directory) = start(5, 2_000);
+    write_plugin(
+        &directory,
+        "chatty.js",
+        "export default { metadata: { name: 'chatty', version: '1.0.0' },\n\
+         execute() { const line = 'x'.repeat(100000); for (let n = 0; n < 100; n++) { console.log(line); console.error(line); } return 'done'; } };",
+    );
+    warden.load("chatty.js".into(), None).await.unwrap();
+    assert_eq!(
+        warden.execute("chatty", json!(null)).await.unwrap(),
+        json!("done")
+    );
+    assert_eq!(
+        warden.get("chatty".into()).await.unwrap().state,
+        PluginState::Running
+    );
+}
+
+#[cfg(unix)]
+#[actix_rt::test]
+async fn imports_through_links_to_etc_passwd_or_to_a_sibling_plugin_refuse_the_load() {
+    let (warden, directory) = start(5, 1_000);
+    let root = directory.path();
+    write_plugin(
+        &directory,
+        "sibling.js",
+        "export const secret = 's'; export default { metadata: { name: 'sibling', version: '1.0.0' } };",
+    );
+    write_plugin(&directory, "lib/util.js", "export const value = 'util';");
+    std::os::unix::fs::symlink("/etc/passwd", root.join("lib/passwd.js")).unwrap();
+    std::os::unix::fs::symlink(root.join("sibling.js"), root.join("lib/sibling.js")).unwrap();
+    for (file, specifier) in [
+        ("passwd.js", "./lib/passwd.js"),
+        ("direct.js", "./sibling.js"),
+        ("linked.js", "./lib/sibling.js"),
+    ] {
+        let name = file.trim_end_matches(".js");
+        write_plugin(
+            &directory,
+            file,
+            &format!("import * as stolen from '{specifier}';\nexport default {{ metadata: {{ name: '{name}', version: '1.0.0' }}, execute() {{ return Object.keys(stolen); }} }};"),
+        );
+        let refused = warden.load(file.into(), None).await;
+        assert!(
+            matches!(&refused, Err(Error::Plugin(RuntimeError::InvalidPluginFormat { reason })) if reason.contains("cannot import")),
+            "{file}: {refused:?}"
+        );
+    }
+    // An entry file that is a link out of the directory is refused as well.
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(
+        outside.path().join("elsewhere.js"),
+        "export default { metadata: { name: 'elsewhere', version: '1.0.0' } };",
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(
+        outside.path().join("elsewhere.js"),
+        root.join("elsewhere.js"),
+    )
+    .unwrap();
+    let refused = warden.load("elsewhere.js".into(), None).await;
+    assert!(
+        matches!(refused, Err(Error::InvalidRequest { .. })),
+        "{refused:?}"
+    );
+    // Library files import fine, at the top too when they declare no plugin.
+    write_plugin(&directory, "shared-code.js", "export const top = 'top';");
+    write_plugin(
+        &directory,
+        "fine.js",
+        "import { value } from './lib/util.js'; import { top } from './shared-code.js';\nexport default { metadata: { name: 'fine', version: '1.0.0' }, execute() { return [value, top]; } };",
+    );
+    warden.load("fine.js".into(), None).await.unwrap();
+    assert_eq!(
+        warden.execute("fine", json!(null)).await.unwrap(),
+        json!(["util", "top"])
+    );
 }

@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use figment::providers::{Env, Format as _, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
+use warden_runtime::PluginLimits;
 
 /// The token `--dev` uses when no `WARDEN_ADMIN_TOKEN` is set.
 pub const DEV_TOKEN: &str = "dev-token";
@@ -70,6 +71,12 @@ pub struct Settings {
     pub s3_secret_key: Option<String>,
     pub plugin_memory_mb: u64,
     pub plugin_call_timeout_ms: u64,
+    /// Largest event `data` or call argument list, in bytes of serialized JSON.
+    pub plugin_max_message_bytes: usize,
+    /// Log bytes one plugin may write per second; the rest is dropped.
+    pub plugin_log_bytes_per_s: u64,
+    /// Timers one plugin may have pending at once.
+    pub plugin_max_timers: usize,
     pub plugin_max_restarts: u32,
     pub plugin_restart_window_s: u64,
     /// Arbiter threads plugin actors run on (default: one per core).
@@ -82,6 +89,8 @@ pub struct Settings {
 
 impl Default for Settings {
     fn default() -> Self {
+        // The plugin limits' defaults live with the limits, so the runtime and the binary agree.
+        let limits = PluginLimits::default();
         Settings {
             bind: "127.0.0.1:8080".into(),
             admin_token: None,
@@ -95,8 +104,11 @@ impl Default for Settings {
             s3_region: "us-east-1".into(),
             s3_access_key: None,
             s3_secret_key: None,
-            plugin_memory_mb: 64,
-            plugin_call_timeout_ms: 5_000,
+            plugin_memory_mb: limits.memory_limit_mb,
+            plugin_call_timeout_ms: limits.call_timeout_ms,
+            plugin_max_message_bytes: limits.max_message_bytes,
+            plugin_log_bytes_per_s: limits.log_bytes_per_second,
+            plugin_max_timers: limits.max_timers,
             plugin_max_restarts: 5,
             plugin_restart_window_s: 60,
             plugin_threads: None,
@@ -167,11 +179,68 @@ impl Settings {
             settings.plugin_call_timeout_ms > 0,
             "WARDEN_PLUGIN_CALL_TIMEOUT_MS must be positive"
         );
+        anyhow::ensure!(
+            settings.plugin_max_message_bytes > 0,
+            "WARDEN_PLUGIN_MAX_MESSAGE_BYTES must be positive"
+        );
+        anyhow::ensure!(
+            settings.plugin_log_bytes_per_s > 0,
+            "WARDEN_PLUGIN_LOG_BYTES_PER_S must be positive"
+        );
+        anyhow::ensure!(
+            settings.plugin_max_timers > 0,
+            "WARDEN_PLUGIN_MAX_TIMERS must be positive"
+        );
         Ok(settings)
+    }
+
+    /// The per-plugin limits these settings give.
+    pub fn plugin_limits(&self) -> PluginLimits {
+        PluginLimits {
+            memory_limit_mb: self.plugin_memory_mb,
+            call_timeout_ms: self.plugin_call_timeout_ms,
+            max_message_bytes: self.plugin_max_message_bytes,
+            log_bytes_per_second: self.plugin_log_bytes_per_s,
+            max_timers: self.plugin_max_timers,
+        }
     }
 
     /// The admin listen address.
     pub fn bind_address(&self) -> anyhow::Result<SocketAddr> {
         Ok(self.bind.parse()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_are_the_plugin_limits_defaults() {
+        assert_eq!(Settings::default().plugin_limits(), PluginLimits::default());
+    }
+
+    #[test]
+    fn host_limit_settings_flow_into_the_plugin_limits() {
+        // `WARDEN_PLUGIN_MAX_TIMERS` and the others reach figment as these lowercase keys.
+        let settings: Settings = Figment::from(Serialized::defaults(Settings::default()))
+            .merge(Toml::string(
+                "plugin_max_message_bytes = 2048\nplugin_log_bytes_per_s = 512\nplugin_max_timers = 7",
+            ))
+            .extract()
+            .unwrap();
+        let limits = settings.plugin_limits();
+        assert_eq!(
+            (
+                limits.max_message_bytes,
+                limits.log_bytes_per_second,
+                limits.max_timers
+            ),
+            (2048, 512, 7)
+        );
+        assert_eq!(
+            limits.memory_limit_mb,
+            PluginLimits::default().memory_limit_mb
+        );
     }
 }

@@ -66,6 +66,7 @@ impl ApiError {
             E::NotExecutable { .. } => (unprocessable, "not_executable"),
             E::InvalidEvent { .. } => (StatusCode::BAD_REQUEST, "invalid_request"),
             E::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
+            E::MessageTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             E::Unavailable { .. }
             | E::PluginUnloaded { .. }
             | E::Crashed { .. }
@@ -83,7 +84,9 @@ impl ApiError {
             | E::BucketAccessDenied { .. }
             | E::KsqlNotConfigured
             | E::Backend { .. }
-            | E::Capability { .. } => (unprocessable, "execution_failed"),
+            | E::Capability { .. }
+            | E::TimerLimit { .. }
+            | E::MethodNotAllowed { .. } => (unprocessable, "execution_failed"),
         };
         let name = match code {
             "execution_failed" => Some(error.js_name().to_string()),

@@ -5,7 +5,7 @@ use std::time::Duration;
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
-use actix_web::middleware::{from_fn, Next};
+use actix_web::middleware::{from_fn, ErrorHandlerResponse, ErrorHandlers, Next};
 use actix_web::web::{self, Data};
 use actix_web::{App, HttpResponse, HttpServer, ResponseError as _};
 use anyhow::Context as _;
@@ -17,7 +17,6 @@ use warden_actors::gateways::{
 use warden_actors::manager::ManagerConfig;
 use warden_actors::plugin_actor::SupervisionPolicy;
 use warden_actors::system::Warden;
-use warden_runtime::PluginLimits;
 
 use crate::config::Settings;
 use crate::error::ApiError;
@@ -26,6 +25,11 @@ use crate::routes;
 /// The admin token every request but `GET /health` must carry.
 #[derive(Clone)]
 struct AdminToken(String);
+
+/// Room an admin request body has beyond the message it carries (`{"event": …, "data": …}`).
+const ADMIN_BODY_ENVELOPE_BYTES: usize = 64 * 1024;
+/// actix-web's own body limit, kept as the floor for a small message limit.
+const DEFAULT_ADMIN_BODY_BYTES: usize = 256 * 1024;
 
 /// Runs Warden until `shutdown` resolves, then unloads every plugin and returns.
 pub async fn run(
@@ -53,10 +57,7 @@ pub async fn run(
     };
     let mut warden = Warden::start(ManagerConfig {
         plugins_dir: plugins_dir.clone(),
-        limits: PluginLimits {
-            memory_limit_mb: settings.plugin_memory_mb,
-            call_timeout_ms: settings.plugin_call_timeout_ms,
-        },
+        limits: settings.plugin_limits(),
         policy: SupervisionPolicy {
             max_restarts: settings.plugin_max_restarts,
             window: Duration::from_secs(settings.plugin_restart_window_s),
@@ -98,9 +99,16 @@ pub async fn run(
 
     let token = AdminToken(settings.admin_token.clone().unwrap_or_default());
     let app_warden = warden.clone();
+    // Bodies may carry an execute input or event data of up to the message limit, plus the
+    // request's own envelope; Warden then measures the message itself exactly.
+    let max_body_bytes = settings
+        .plugin_max_message_bytes
+        .saturating_add(ADMIN_BODY_ENVELOPE_BYTES)
+        .max(DEFAULT_ADMIN_BODY_BYTES);
     let server = HttpServer::new(move || {
         App::new()
             .app_data(Data::new(app_warden.clone()))
+            .app_data(web::PayloadConfig::new(max_body_bytes))
             .app_data(Data::new(prometheus.clone()))
             .app_data(Data::new(token.clone()))
             .app_data(
@@ -112,6 +120,10 @@ pub async fn run(
                     .error_handler(|error, _| ApiError::invalid_request(error.to_string()).into()),
             )
             .wrap(from_fn(authorize))
+            .wrap(
+                ErrorHandlers::new()
+                    .handler(StatusCode::PAYLOAD_TOO_LARGE, payload_too_large_as_json),
+            )
             .configure(routes::configure)
             .default_service(web::to(|| async {
                 ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
@@ -178,6 +190,32 @@ fn connect_backends(settings: &Settings) -> anyhow::Result<Backends> {
         kafka,
         storage,
     })
+}
+
+/// actix-web answers a body over the limit in plain text; the admin API answers every error
+/// with its JSON body. Warden's own `payload_too_large` answers are JSON already.
+fn payload_too_large_as_json<B>(
+    response: ServiceResponse<B>,
+) -> actix_web::Result<ErrorHandlerResponse<B>> {
+    let is_json = response
+        .headers()
+        .get(actix_web::http::header::CONTENT_TYPE)
+        .is_some_and(|value| value.as_bytes().starts_with(b"application/json"));
+    if is_json {
+        return Ok(ErrorHandlerResponse::Response(
+            response.map_into_left_body(),
+        ));
+    }
+    let (request, _) = response.into_parts();
+    let answer = ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        "the request body is over the admin API's limit (WARDEN_PLUGIN_MAX_MESSAGE_BYTES plus 64 KiB)",
+    )
+    .error_response();
+    Ok(ErrorHandlerResponse::Response(
+        ServiceResponse::new(request, answer).map_into_right_body(),
+    ))
 }
 
 /// Checks `Authorization: Bearer <token>` on every endpoint except `GET /health`.

@@ -128,6 +128,23 @@ pub enum Error {
     /// A capability the plugin used is not available to it (the backing service is not configured).
     #[error("{message}")]
     Capability { name: String, message: String },
+
+    /// Event data or call arguments over the message limit; refused before anyone receives them.
+    #[error("{what} of {bytes} bytes from '{plugin}' is over the limit of {limit} bytes (WARDEN_PLUGIN_MAX_MESSAGE_BYTES)")]
+    MessageTooLarge {
+        plugin: String,
+        what: String,
+        bytes: usize,
+        limit: usize,
+    },
+
+    /// A plugin asked for one more timer while its limit of pending timers was reached.
+    #[error("plugin '{plugin}' already has {limit} timers pending, its limit (WARDEN_PLUGIN_MAX_TIMERS)")]
+    TimerLimit { plugin: String, limit: usize },
+
+    /// A dependency handle asked for a function dependents may not call (`initialize`, `cleanup`).
+    #[error("plugin '{plugin}' does not let dependents call '{method}': a dependency handle reaches only its exported functions and execute")]
+    MethodNotAllowed { plugin: String, method: String },
 }
 
 impl Error {
@@ -170,6 +187,9 @@ impl Error {
                 _ => "BackendError",
             },
             Error::Capability { name, .. } => name,
+            Error::MessageTooLarge { .. } => "MessageTooLargeError",
+            Error::TimerLimit { .. } => "TimerLimitError",
+            Error::MethodNotAllowed { .. } => "MethodNotAllowedError",
         }
     }
 

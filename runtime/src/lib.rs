@@ -24,7 +24,7 @@ pub mod sql_guard;
 
 pub use error::{Error, Result};
 pub use plugin::{
-    CallTarget, Database, Dependencies, DependencyInfo, Event, Events, Kafka, KafkaOutgoing,
-    KafkaRecord, Plugin, PluginContext, PluginDescription, PluginFactory, PluginFuture,
-    PluginLimits, Storage, Supervision,
+    CallTarget, Database, Dependencies, DependencyInfo, Event, Events, HostLimit, Kafka,
+    KafkaOutgoing, KafkaRecord, Plugin, PluginContext, PluginDescription, PluginFactory,
+    PluginFuture, PluginLimits, Storage, Supervision,
 };

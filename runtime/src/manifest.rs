@@ -8,9 +8,11 @@ use serde_json::{Map, Value};
 use crate::access::{split_entry, AccessLevel, BUCKET_LEVELS, TABLE_LEVELS, TOPIC_LEVELS};
 use crate::error::{Error, Result};
 
-/// Plugin names that no plugin may take: `shared` is the prefix of operator-shared resources and
-/// `warden` is the source name of the runtime's own events.
-pub const RESERVED_PLUGIN_NAMES: [&str; 2] = ["shared", "warden"];
+/// Plugin names that no plugin may take: `shared` is the prefix of operator-shared resources,
+/// `warden` is the source name of the runtime's own events and `admin` that of events published
+/// through the admin API, so no plugin can emit an event that looks like the host's or an
+/// operator's.
+pub const RESERVED_PLUGIN_NAMES: [&str; 3] = ["admin", "shared", "warden"];
 
 /// Which characters may start a name, and how messages describe them.
 struct FirstCharacterRule {
@@ -492,6 +494,8 @@ mod tests {
             );
         }
         assert_eq!(validate_plugin_name("shared-data"), Ok(()));
+        assert_eq!(validate_plugin_name("administration"), Ok(()));
+        assert!(reason(validate_plugin_name("admin")).contains("reserved"));
     }
 
     #[test]
@@ -631,6 +635,7 @@ mod tests {
         assert!(reason(DependencySpec::parse("")).contains("1 to 63"));
         assert!(reason(DependencySpec::parse("@1.0.0")).contains("1 to 63"));
         assert!(reason(DependencySpec::parse("warden")).contains("reserved"));
+        assert!(reason(DependencySpec::parse("admin")).contains("reserved"));
     }
 
     fn full_metadata() -> Value {

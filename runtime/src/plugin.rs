@@ -79,6 +79,11 @@ pub struct PluginDescription {
 /// The functions a plugin object can have that are not exports callable by dependents.
 pub const LIFECYCLE_FUNCTIONS: [&str; 3] = ["initialize", "cleanup", "execute"];
 
+/// The lifecycle functions only Warden itself calls: a dependency handle asking for one is
+/// refused (`MethodNotAllowedError`), so a dependent can neither re-run another plugin's
+/// `initialize` with a context of its choosing nor tear it down with `cleanup`.
+pub const HOST_ONLY_FUNCTIONS: [&str; 2] = ["initialize", "cleanup"];
+
 /// A loaded plugin instance: JavaScript modules and native Rust plugins alike.
 ///
 /// Methods take `&self` and return futures that do not borrow it, so several calls can be in
@@ -253,15 +258,63 @@ pub trait Supervision {
     fn instance_failed(&self, error: crate::Error);
     /// A listener threw or rejected; logged and counted, never fatal.
     fn listener_failed(&self, event: &str, error: &crate::Error);
+    /// The host refused `refusals` requests of the plugin at `limit` (dropped log lines, a
+    /// too-large message, one timer too many); counted, and logged with `detail`.
+    fn limit_refused(&self, limit: HostLimit, refusals: u64, detail: &str);
 }
 
-/// Per-plugin limits applied to every entry into the plugin's code.
+/// A host limit a plugin ran into, as the refusal counter's `limit` label names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HostLimit {
+    /// Event data or call arguments over [`PluginLimits::max_message_bytes`].
+    MessageBytes,
+    /// Log output over [`PluginLimits::log_bytes_per_second`].
+    LogBytes,
+    /// More than [`PluginLimits::max_timers`] timers pending.
+    Timers,
+    /// A dependency handle asked for one of the [`HOST_ONLY_FUNCTIONS`].
+    HostOnlyFunction,
+}
+
+impl HostLimit {
+    /// Every limit, for code that keeps per-limit state in an array.
+    pub const ALL: [HostLimit; 4] = [
+        HostLimit::MessageBytes,
+        HostLimit::LogBytes,
+        HostLimit::Timers,
+        HostLimit::HostOnlyFunction,
+    ];
+
+    /// The label value (`message_bytes`, `log_bytes`, `timers`, `host_only_function`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HostLimit::MessageBytes => "message_bytes",
+            HostLimit::LogBytes => "log_bytes",
+            HostLimit::Timers => "timers",
+            HostLimit::HostOnlyFunction => "host_only_function",
+        }
+    }
+
+    /// The position of this limit in [`HostLimit::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Per-plugin limits applied to every entry into the plugin's code and to what the host does
+/// for it. The defaults here are the contract's defaults; the binary's settings start from them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PluginLimits {
     /// Heap limit of the plugin's JavaScript engine, in MiB.
     pub memory_limit_mb: u64,
     /// Time limit of one call, in milliseconds.
     pub call_timeout_ms: u64,
+    /// Largest event `data` or list of call arguments, in bytes of serialized JSON.
+    pub max_message_bytes: usize,
+    /// Log output (`console.*`) one plugin may write per second, in bytes; the rest is dropped.
+    pub log_bytes_per_second: u64,
+    /// Timers (`setTimeout`, `setInterval`) one plugin may have pending at once.
+    pub max_timers: usize,
 }
 
 impl Default for PluginLimits {
@@ -269,7 +322,26 @@ impl Default for PluginLimits {
         PluginLimits {
             memory_limit_mb: 64,
             call_timeout_ms: 5_000,
+            max_message_bytes: 1_048_576,
+            log_bytes_per_second: 65_536,
+            max_timers: 1_000,
         }
+    }
+}
+
+impl PluginLimits {
+    /// Refuses a message (`what`: "event data", "call arguments") of `bytes` serialized bytes
+    /// over [`PluginLimits::max_message_bytes`].
+    pub fn check_message_size(&self, plugin: &str, what: &str, bytes: usize) -> Result<()> {
+        if bytes > self.max_message_bytes {
+            return Err(crate::Error::MessageTooLarge {
+                plugin: plugin.to_string(),
+                what: what.to_string(),
+                bytes,
+                limit: self.max_message_bytes,
+            });
+        }
+        Ok(())
     }
 }
 

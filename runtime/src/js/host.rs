@@ -4,16 +4,20 @@
 //! plugin's context (emit, subscribe, describe a dependency) or leave a [`HostRequest`] in the
 //! outbox, which the plugin wrapper handles after the engine returns.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rquickjs::{Ctx, Function, Object};
 use serde_json::{json, Value};
 
+use super::limits::{LogBudget, TimerBook};
 use crate::events::EventPattern;
 use crate::manifest::PluginManifest;
-use crate::plugin::{CallTarget, KafkaOutgoing, PluginContext, PluginFuture};
+use crate::plugin::{
+    CallTarget, HostLimit, KafkaOutgoing, PluginContext, PluginFuture, PluginLimits,
+    HOST_ONLY_FUNCTIONS,
+};
 use crate::{Error, Result};
 
 /// Something the engine asked the host to do once control returns to it.
@@ -25,8 +29,13 @@ pub(crate) enum HostRequest {
         operation_id: u64,
         operation: HostOperation,
     },
-    /// `setTimeout`/`setInterval` armed timer `timer_id`.
-    StartTimer { timer_id: u64, delay: Duration },
+    /// `setTimeout`/`setInterval` armed timer `timer_id`; a repeating one fires every `delay`
+    /// until it is cleared.
+    StartTimer {
+        timer_id: u64,
+        delay: Duration,
+        repeat: bool,
+    },
     /// `clearTimeout` cancelled timer `timer_id`.
     ClearTimer { timer_id: u64 },
     /// A listener or timer callback threw.
@@ -121,15 +130,8 @@ fn values(payload: &Value, field: &str) -> Vec<Value> {
 impl HostOperation {
     /// Reads an operation from the prelude's `(kind, payload)`.
     fn parse(kind: &str, payload: &Value) -> Result<Self> {
+        // Dependency calls come through `callDependency`, which checks their size before parsing.
         let operation = match kind {
-            "call" => HostOperation::CallDependency {
-                dependency: text(payload, "dependency"),
-                target: match payload["method"].as_str() {
-                    Some(method) => CallTarget::Method(method.to_string()),
-                    None => CallTarget::Execute,
-                },
-                arguments: values(payload, "args"),
-            },
             "db.query" => HostOperation::DatabaseQuery {
                 sql: text(payload, "sql"),
                 parameters: values(payload, "params"),
@@ -353,17 +355,27 @@ pub(crate) struct HostShared {
     pub outbox: RefCell<Vec<HostRequest>>,
     /// The context given to `initialize`; `None` before it and after dispose.
     pub context: RefCell<Option<PluginContext>>,
-    /// The heap limit, for the error that reports its exhaustion.
-    pub memory_limit_mb: u64,
+    /// The heap, message, log and timer limits.
+    pub limits: PluginLimits,
+    /// Log output written in the current one-second window.
+    pub log_budget: RefCell<LogBudget>,
+    /// Pending timers, counted against the limit.
+    pub timers: RefCell<TimerBook>,
+    /// When a refusal was last logged without a context (during module evaluation), so a
+    /// top-level loop of refused requests cannot flood the log either.
+    last_uncounted_warning: Cell<Option<Instant>>,
 }
 
 impl HostShared {
-    pub(crate) fn new(plugin: String, memory_limit_mb: u64) -> Rc<Self> {
+    pub(crate) fn new(plugin: String, limits: PluginLimits) -> Rc<Self> {
         Rc::new(HostShared {
             plugin: RefCell::new(plugin),
             outbox: RefCell::new(Vec::new()),
             context: RefCell::new(None),
-            memory_limit_mb,
+            limits,
+            log_budget: RefCell::new(LogBudget::new(limits.log_bytes_per_second)),
+            timers: RefCell::new(TimerBook::new(limits.max_timers)),
+            last_uncounted_warning: Cell::new(None),
         })
     }
 
@@ -375,7 +387,7 @@ impl HostShared {
         if matches!(&error, Error::Execution { message, .. } if message == "out of memory") {
             let exhausted = Error::HeapExhausted {
                 plugin,
-                limit_mb: self.memory_limit_mb,
+                limit_mb: self.limits.memory_limit_mb,
             };
             self.push(HostRequest::Fault(exhausted.clone()));
             return exhausted;
@@ -394,6 +406,87 @@ impl HostShared {
             .ok_or_else(|| Error::PluginUnloaded {
                 plugin: self.plugin.borrow().clone(),
             })
+    }
+
+    /// Reports refusals at a host limit: through the context, which counts and logs them, or,
+    /// before `initialize` gave one, to the log at most once a second.
+    pub(crate) fn limit_refused(&self, limit: HostLimit, refusals: u64, detail: &str) {
+        let context = self.context.borrow().clone();
+        if let Some(context) = context {
+            context.supervision.limit_refused(limit, refusals, detail);
+            return;
+        }
+        let now = Instant::now();
+        if self
+            .last_uncounted_warning
+            .get()
+            .is_none_or(|last| now.saturating_duration_since(last) >= Duration::from_secs(1))
+        {
+            self.last_uncounted_warning.set(Some(now));
+            let plugin = self.plugin.borrow();
+            tracing::warn!(plugin = %plugin, limit = limit.as_str(), refusals, "{detail}");
+        }
+    }
+
+    /// Refuses (and reports) a message over the size limit.
+    pub(crate) fn check_message_size(&self, what: &str, bytes: usize) -> Result<()> {
+        let plugin = self.plugin.borrow().clone();
+        self.limits
+            .check_message_size(&plugin, what, bytes)
+            .inspect_err(|error| self.limit_refused(HostLimit::MessageBytes, 1, &error.to_string()))
+    }
+
+    /// Whether a log line of `bytes` fits this second's budget; reports what the previous
+    /// window dropped when this line opens a new one.
+    fn admit_log(&self, bytes: usize) -> bool {
+        let (write, dropped) = self
+            .log_budget
+            .borrow_mut()
+            .admit(bytes as u64, Instant::now());
+        if let Some(dropped) = dropped {
+            self.report_dropped_log(dropped);
+        }
+        write
+    }
+
+    /// Reports what the current log window dropped so far (at dispose, when no later line
+    /// will open a new window).
+    pub(crate) fn flush_dropped_log(&self) {
+        let dropped = self.log_budget.borrow_mut().take_dropped();
+        if let Some(dropped) = dropped {
+            self.report_dropped_log(dropped);
+        }
+    }
+
+    fn report_dropped_log(&self, dropped: super::limits::DroppedLog) {
+        let limit = self.log_budget.borrow().bytes_per_second();
+        self.limit_refused(
+            HostLimit::LogBytes,
+            dropped.lines,
+            &format!(
+                "dropped {} bytes of log output ({} lines) over the limit of {limit} bytes per second (WARDEN_PLUGIN_LOG_BYTES_PER_S)",
+                dropped.bytes, dropped.lines
+            ),
+        );
+    }
+
+    /// Refuses (and reports) a dependency call that asks for a host-only lifecycle function.
+    pub(crate) fn check_dependency_target(
+        &self,
+        dependency: &str,
+        target: &CallTarget,
+    ) -> Result<()> {
+        match target {
+            CallTarget::Method(method) if HOST_ONLY_FUNCTIONS.contains(&method.as_str()) => {
+                let error = Error::MethodNotAllowed {
+                    plugin: dependency.to_string(),
+                    method: method.clone(),
+                };
+                self.limit_refused(HostLimit::HostOnlyFunction, 1, &error.to_string());
+                Err(error)
+            }
+            _ => Ok(()),
+        }
     }
 }
 
@@ -444,6 +537,10 @@ pub(crate) fn install_natives<'js>(
     natives.set(
         "log",
         Function::new(ctx.clone(), move |level: String, text: String| {
+            // Over the budget, the line is dropped; console.* never throws.
+            if !shared.admit_log(text.len()) {
+                return;
+            }
             let plugin = shared.plugin.borrow();
             match level.as_str() {
                 "error" => tracing::error!(plugin = %plugin, "{text}"),
@@ -480,6 +577,8 @@ pub(crate) fn install_natives<'js>(
         "emit",
         Function::new(ctx.clone(), move |event: String, data: String| {
             refusal((|| {
+                // Measured on the text before it is parsed, so a refused event costs no more.
+                shared.check_message_size("event data", data.len())?;
                 let data = serde_json::from_str(&data).map_err(|error| Error::InvalidValue {
                     reason: error.to_string(),
                 })?;
@@ -565,6 +664,41 @@ pub(crate) fn install_natives<'js>(
 
     let shared = host.clone();
     natives.set(
+        "callDependency",
+        Function::new(
+            ctx.clone(),
+            move |operation_id: f64,
+                  dependency: String,
+                  method: Option<String>,
+                  arguments: String| {
+                refusal((|| {
+                    shared.context()?;
+                    let target = match method {
+                        Some(method) => CallTarget::Method(method),
+                        None => CallTarget::Execute,
+                    };
+                    shared.check_dependency_target(&dependency, &target)?;
+                    shared.check_message_size("call arguments", arguments.len())?;
+                    let arguments: Vec<Value> =
+                        serde_json::from_str(&arguments).map_err(|error| Error::InvalidValue {
+                            reason: error.to_string(),
+                        })?;
+                    shared.push(HostRequest::Operation {
+                        operation_id: operation_id as u64,
+                        operation: HostOperation::CallDependency {
+                            dependency,
+                            target,
+                            arguments,
+                        },
+                    });
+                    Ok(())
+                })())
+            },
+        )?,
+    )?;
+
+    let shared = host.clone();
+    natives.set(
         "capabilities",
         Function::new(ctx.clone(), move || {
             let context = shared.context.borrow();
@@ -602,26 +736,44 @@ pub(crate) fn install_natives<'js>(
     let shared = host.clone();
     natives.set(
         "timerStart",
-        Function::new(ctx.clone(), move |timer_id: f64, milliseconds: f64| {
-            let milliseconds = if milliseconds.is_finite() && milliseconds > 0.0 {
-                milliseconds.min(u32::MAX as f64) as u64
-            } else {
-                0
-            };
-            shared.push(HostRequest::StartTimer {
-                timer_id: timer_id as u64,
-                delay: Duration::from_millis(milliseconds),
-            });
-        })?,
+        Function::new(
+            ctx.clone(),
+            move |timer_id: f64, milliseconds: f64, repeat: bool| {
+                let timer_id = timer_id as u64;
+                let accepted = shared
+                    .timers
+                    .borrow_mut()
+                    .start(timer_id, milliseconds, repeat);
+                match accepted {
+                    Some(timer) => {
+                        shared.push(HostRequest::StartTimer {
+                            timer_id,
+                            delay: timer.delay,
+                            repeat,
+                        });
+                        None
+                    }
+                    None => {
+                        let error = Error::TimerLimit {
+                            plugin: shared.plugin.borrow().clone(),
+                            limit: shared.timers.borrow().max_timers(),
+                        };
+                        shared.limit_refused(HostLimit::Timers, 1, &error.to_string());
+                        Some(error_json(&error))
+                    }
+                }
+            },
+        )?,
     )?;
 
     let shared = host.clone();
     natives.set(
         "timerClear",
         Function::new(ctx.clone(), move |timer_id: f64| {
-            shared.push(HostRequest::ClearTimer {
-                timer_id: timer_id as u64,
-            });
+            let timer_id = timer_id as u64;
+            if shared.timers.borrow_mut().clear(timer_id) {
+                shared.push(HostRequest::ClearTimer { timer_id });
+            }
         })?,
     )?;
 

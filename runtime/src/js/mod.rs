@@ -6,13 +6,18 @@
 
 mod engine;
 mod host;
+mod limits;
 mod plugin;
 mod source;
+#[cfg(test)]
+mod tests;
 
 use std::path::{Path, PathBuf};
 
 pub use plugin::JsPlugin;
-pub use source::{is_module_path, resolve_import, to_javascript, MODULE_EXTENSIONS};
+pub use source::{
+    confine_import, is_module_path, resolve_import, to_javascript, MODULE_EXTENSIONS,
+};
 
 use crate::plugin::{Plugin, PluginFactory, PluginLimits};
 use crate::{Error, Result};
@@ -21,31 +26,58 @@ use crate::{Error, Result};
 /// of times (once per load and once per supervised restart).
 #[derive(Debug, Clone)]
 pub struct JsModule {
-    /// The directory holding the entry file; imports cannot leave it.
+    /// The plugins directory, canonical; imports cannot leave it.
     pub root: PathBuf,
-    /// The entry file's name inside `root`.
+    /// The entry file's path inside `root` (`/`-separated), also its module name.
     pub entry: String,
     /// The entry module's JavaScript (types already stripped).
     pub code: String,
 }
 
 impl JsModule {
-    /// Reads `path` (a `.js`, `.mjs`, `.ts` or `.mts` file) and strips TypeScript types.
+    /// Reads `path` (a `.js`, `.mjs`, `.ts` or `.mts` file) and strips TypeScript types; the
+    /// file's directory is the plugins directory.
     pub fn read(path: &Path) -> Result<Self> {
+        let root = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Self::read_in(&root, path)
+    }
+
+    /// Reads `path`, which must lie inside the plugins directory `root` once symbolic links are
+    /// followed, and strips TypeScript types.
+    pub fn read_in(root: &Path, path: &Path) -> Result<Self> {
         if !is_module_path(path) {
             return Err(Error::invalid_format(format!(
                 "'{}' is not a .js, .mjs, .ts or .mts file",
                 path.display()
             )));
         }
-        let entry = path
-            .file_name()
-            .map(|name| name.to_string_lossy().into_owned())
-            .ok_or_else(|| Error::invalid_format(format!("'{}' names no file", path.display())))?;
-        let root = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        let text = std::fs::read_to_string(path).map_err(|error| {
+        let unreadable = |path: &Path, error: std::io::Error| {
             Error::invalid_format(format!("cannot read '{}': {error}", path.display()))
-        })?;
+        };
+        let root = root
+            .canonicalize()
+            .map_err(|error| unreadable(root, error))?;
+        let resolved = path
+            .canonicalize()
+            .map_err(|error| unreadable(path, error))?;
+        let entry = resolved
+            .strip_prefix(&root)
+            .ok()
+            .filter(|entry| is_module_path(entry))
+            .map(|entry| {
+                entry
+                    .components()
+                    .map(|component| component.as_os_str().to_string_lossy())
+                    .collect::<Vec<_>>()
+                    .join("/")
+            })
+            .ok_or_else(|| {
+                Error::invalid_format(format!(
+                    "'{}' leads outside the plugins directory once symbolic links are followed, or to a file that is not a module",
+                    path.display()
+                ))
+            })?;
+        let text = std::fs::read_to_string(&resolved).map_err(|error| unreadable(path, error))?;
         let code = to_javascript(&entry, text)?;
         Ok(JsModule { root, entry, code })
     }

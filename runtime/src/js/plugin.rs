@@ -21,8 +21,8 @@ use super::engine::JsEngine;
 use super::host::{error_json, HostRequest, HostShared};
 use crate::manifest::PluginManifest;
 use crate::plugin::{
-    CallTarget, Event, KafkaRecord, Plugin, PluginContext, PluginDescription, PluginFuture,
-    PluginLimits,
+    CallTarget, Event, HostLimit, KafkaRecord, Plugin, PluginContext, PluginDescription,
+    PluginFuture, PluginLimits, HOST_ONLY_FUNCTIONS,
 };
 use crate::{Error, Result};
 
@@ -49,7 +49,7 @@ impl JsPlugin {
     /// Creates an engine, evaluates the entry module (`entry` is its file name inside `root`,
     /// `code` its JavaScript) and validates the plugin object and its metadata.
     pub fn load(root: PathBuf, entry: &str, code: String, limits: PluginLimits) -> Result<Self> {
-        let host = HostShared::new(entry.to_string(), limits.memory_limit_mb);
+        let host = HostShared::new(entry.to_string(), limits);
         let engine = JsEngine::new(root, limits, &host)?;
         let described = engine.load_module(entry, code)?;
         let described: Value = serde_json::from_str(&described).map_err(|error| {
@@ -205,16 +205,23 @@ impl Inner {
                     .borrow_mut()
                     .insert(operation_id, task.abort_handle());
             }
-            HostRequest::StartTimer { timer_id, delay } => {
+            HostRequest::StartTimer {
+                timer_id,
+                delay,
+                repeat,
+            } => {
                 let weak: Weak<Inner> = Rc::downgrade(self);
+                // A repeating timer waits its whole (clamped) period after each callback, so a
+                // slow callback never makes its interval fire in a burst to catch up.
                 let task = tokio::task::spawn_local(async move {
-                    tokio::time::sleep(delay).await;
-                    if let Some(inner) = weak.upgrade() {
-                        inner.timers.borrow_mut().remove(&timer_id);
-                        let _ = inner.enter(|_, api| {
-                            api.get::<_, Function>("fireTimer")?
-                                .call::<_, ()>((timer_id as f64,))
-                        });
+                    loop {
+                        tokio::time::sleep(delay).await;
+                        let Some(inner) = weak.upgrade() else {
+                            return;
+                        };
+                        if !inner.fire_timer(timer_id, repeat) {
+                            return;
+                        }
                     }
                 });
                 if let Some(previous) = self
@@ -237,6 +244,47 @@ impl Inner {
                 }
             }
         }
+    }
+
+    /// Runs timer `timer_id`'s callback; whether a repeating timer should fire again.
+    fn fire_timer(self: &Rc<Self>, timer_id: u64, repeat: bool) -> bool {
+        if !self.host.timers.borrow_mut().begin_firing(timer_id, repeat) {
+            return false;
+        }
+        if !repeat {
+            self.timers.borrow_mut().remove(&timer_id);
+        }
+        let _ = self.enter(|_, api| {
+            api.get::<_, Function>("fireTimer")?
+                .call::<_, ()>((timer_id as f64,))
+        });
+        self.host.timers.borrow_mut().end_firing();
+        repeat && self.failure.borrow().is_none() && self.host.timers.borrow().is_pending(timer_id)
+    }
+
+    /// Refuses what a call may not ask for before it reaches the plugin's code: a host-only
+    /// lifecycle function or a function the plugin does not export (the prelude would find any
+    /// property, `constructor` included), and arguments over the message limit.
+    fn check_call(&self, target: &CallTarget, arguments: &str) -> Result<()> {
+        if let CallTarget::Method(method) = target {
+            if HOST_ONLY_FUNCTIONS.contains(&method.as_str()) {
+                let error = Error::MethodNotAllowed {
+                    plugin: self.plugin(),
+                    method: method.clone(),
+                };
+                self.host
+                    .limit_refused(HostLimit::HostOnlyFunction, 1, &error.to_string());
+                return Err(error);
+            }
+            if method != "execute" && !self.description.exports.contains(method) {
+                return Err(Error::MethodNotFound {
+                    plugin: self.plugin(),
+                    method: method.clone(),
+                });
+            }
+        }
+        self.host
+            .check_message_size("call arguments", arguments.len())
     }
 
     fn settle(self: &Rc<Self>, operation_id: u64, result: Result<Value>) {
@@ -264,6 +312,7 @@ impl Inner {
     }
 
     fn stop_background_work(&self, error: &Error) {
+        self.host.timers.borrow_mut().clear_all();
         for (_, timer) in self.timers.borrow_mut().drain() {
             timer.abort();
         }
@@ -293,11 +342,16 @@ impl Plugin for JsPlugin {
     }
 
     fn call(&self, target: CallTarget, arguments: Vec<Value>) -> PluginFuture<Value> {
+        // The arguments are serialized for the engine anyway; the limit is checked on that text.
+        let arguments = Value::Array(arguments).to_string();
+        // This plugin refuses by itself, whoever the caller is and however it built the call.
+        if let Err(error) = self.inner.check_call(&target, &arguments) {
+            return Box::pin(async move { Err(error) });
+        }
         let method = match target {
             CallTarget::Execute => None,
             CallTarget::Method(method) => Some(method),
         };
-        let arguments = Value::Array(arguments).to_string();
         self.inner.start_call(move |_, api, call_id| {
             api.get::<_, Function>("invoke")?
                 .call::<_, ()>((call_id, method, arguments))
@@ -365,6 +419,8 @@ impl Plugin for JsPlugin {
 
     fn dispose(&self) {
         let inner = &self.inner;
+        // No later line will open a new log window, so what this one dropped is said now.
+        inner.host.flush_dropped_log();
         if inner.failure.borrow().is_none() {
             let _ = inner.enter(|_, api| api.get::<_, Function>("dispose")?.call::<_, ()>(()));
         }

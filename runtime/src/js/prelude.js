@@ -15,6 +15,7 @@ export default function bootstrap(host) {
     ops: new Map(),
     listeners: [],
     consumers: new Map(),
+    exports: new Set(),
   };
 
   function makeError(name, message) {
@@ -105,13 +106,13 @@ export default function bootstrap(host) {
   }
   Object.defineProperty(globalThis, "console", { value: console, writable: true, configurable: true });
 
-  // Timers: the host sleeps, then calls fireTimer; callbacks stay here.
+  // Timers: the host counts them against the limit (TimerLimitError past it), clamps nested and
+  // repeating ones to 4 ms, sleeps, then calls fireTimer; callbacks stay here.
   function startTimer(callback, delay, args, repeat) {
     if (typeof callback !== "function") throw new TypeError("the callback must be a function");
     const id = state.nextTimer++;
-    const milliseconds = Math.max(0, Number(delay) || 0);
-    state.timers.set(id, { callback, args, repeat, milliseconds });
-    host.timerStart(id, milliseconds);
+    throwHostError(host.timerStart(id, Math.max(0, Number(delay) || 0), repeat));
+    state.timers.set(id, { callback, args, repeat });
     return id;
   }
   function clearTimer(id) {
@@ -174,18 +175,12 @@ export default function bootstrap(host) {
   };
 
   // Asynchronous host operations: a promise here, the work in the host, settled by `settle`.
-  function startOperation(kind, payload) {
-    ensureAlive();
-    let text;
-    try {
-      text = JSON.stringify(payload);
-    } catch (error) {
-      return Promise.reject(new TypeError("arguments must be JSON-serializable: " + error.message));
-    }
+  // `start(id)` hands the operation to the host and returns its refusal, if any.
+  function trackOperation(start) {
     const id = state.nextOp++;
     return new Promise((resolve, reject) => {
       state.ops.set(id, { resolve, reject });
-      const refused = host.startOperation(id, kind, text);
+      const refused = start(id);
       if (refused !== undefined && refused !== null) {
         state.ops.delete(id);
         const error = JSON.parse(refused);
@@ -194,18 +189,56 @@ export default function bootstrap(host) {
     });
   }
 
+  function serialize(value) {
+    try {
+      return { text: JSON.stringify(value) };
+    } catch (error) {
+      return { error: new TypeError("arguments must be JSON-serializable: " + error.message) };
+    }
+  }
+
+  function startOperation(kind, payload) {
+    ensureAlive();
+    const serialized = serialize(payload);
+    if (serialized.error) return Promise.reject(serialized.error);
+    return trackOperation((id) => host.startOperation(id, kind, serialized.text));
+  }
+
+  // Calls into a dependency send their arguments as their own JSON text, so the host measures
+  // them against the message limit (MessageTooLargeError) before it parses them, and refuses
+  // `initialize` and `cleanup` (MethodNotAllowedError) whatever asked for them.
+  function callDependency(dependency, method, args) {
+    ensureAlive();
+    const serialized = serialize(args);
+    if (serialized.error) return Promise.reject(serialized.error);
+    return trackOperation((id) => host.callDependency(id, dependency, method, serialized.text));
+  }
+
+  function deepFreeze(value) {
+    if (value !== null && typeof value === "object" && !Object.isFrozen(value)) {
+      Object.freeze(value);
+      for (const key of Object.keys(value)) deepFreeze(value[key]);
+    }
+    return value;
+  }
+
   function dependencyHandle(name) {
     ensureAlive();
     const description = JSON.parse(host.describeDependency(String(name)));
     if (description.error) throw makeError(description.error.name, description.error.message);
-    const call = (method, args) => startOperation("call", { dependency: description.metadata.name, method, args });
+    const call = (method, args) => callDependency(description.metadata.name, method, args);
     const handle = {
-      metadata: description.metadata,
+      metadata: deepFreeze(description.metadata),
       execute: (input) => call(null, [input === undefined ? null : input]),
       call: (method, ...args) => call(String(method), args),
     };
     for (const exported of description.exports) {
       if (!(exported in handle)) handle[exported] = (...args) => call(exported, args);
+    }
+    // A handle never reaches the dependency's lifecycle: these exist only to be refused with
+    // MethodNotAllowedError, by the host, like `call("initialize")`.
+    for (const lifecycle of ["initialize", "cleanup"]) {
+      if (!(lifecycle in handle)) Object.defineProperty(handle, lifecycle, { value: (...args) => call(lifecycle, args), enumerable: false });
     }
     return Object.freeze(handle);
   }
@@ -388,6 +421,7 @@ export default function bootstrap(host) {
         if (typeof plugin[key] === "function" && key !== "initialize" && key !== "cleanup" && key !== "execute") exports.push(key);
       }
       exports.sort();
+      state.exports = new Set(exports);
       return JSON.stringify({ metadata: metadataJson, exports, executable: typeof plugin.execute === "function", cleanup: typeof plugin.cleanup === "function" });
     },
     initialize(callId) {
@@ -408,7 +442,8 @@ export default function bootstrap(host) {
     invoke(callId, method, argsJson) {
       try {
         const name = method === null || method === undefined ? "execute" : method;
-        const target = state.plugin[name];
+        // Only `execute` and the exports: never a lifecycle function or an inherited property.
+        const target = name === "execute" || state.exports.has(name) ? state.plugin[name] : undefined;
         if (typeof target !== "function") {
           host.complete(callId, false, JSON.stringify(name === "execute"
             ? { name: "NotExecutableError", message: "plugin '" + host.pluginName + "' has no execute function" }
@@ -454,8 +489,8 @@ export default function bootstrap(host) {
     fireTimer(id) {
       const timer = state.timers.get(id);
       if (timer === undefined || !state.alive) return;
-      if (timer.repeat) host.timerStart(id, timer.milliseconds);
-      else state.timers.delete(id);
+      // The host re-arms a repeating timer by itself.
+      if (!timer.repeat) state.timers.delete(id);
       try {
         const outcome = timer.callback.apply(undefined, timer.args);
         if (outcome !== null && typeof outcome === "object" && typeof outcome.then === "function") {

@@ -7,6 +7,7 @@ use oxc::codegen::Codegen;
 use oxc::parser::Parser;
 use oxc::semantic::SemanticBuilder;
 use oxc::span::SourceType;
+use oxc::syntax::module_record::ExportExportName;
 use oxc::transformer::{TransformOptions, Transformer};
 use rquickjs::loader::{ImportAttributes, Loader, Resolver};
 use rquickjs::module::Declared;
@@ -104,9 +105,85 @@ pub fn resolve_import(base: &str, specifier: &str) -> Result<String> {
     Ok(segments.join("/"))
 }
 
+/// Whether a module file would be a plugin if Warden loaded it: it has a default export or an
+/// export named `plugin` (what the loader adopts), or re-exports another module's names with
+/// `export *`. The module's text is only parsed, never run. A file that cannot be read or parsed
+/// counts as a plugin, so doubt refuses the import.
+fn declares_a_plugin(path: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return true;
+    };
+    let allocator = Allocator::default();
+    let source_type = SourceType::from_path(path)
+        .unwrap_or_else(|_| SourceType::mjs())
+        .with_module(true);
+    let parsed = Parser::new(&allocator, &text, source_type).parse();
+    if parsed.panicked || !parsed.diagnostics.is_empty() {
+        return true;
+    }
+    let record = &parsed.module_record;
+    !record.star_export_entries.is_empty()
+        || record
+            .local_export_entries
+            .iter()
+            .chain(record.indirect_export_entries.iter())
+            .any(|entry| match &entry.export_name {
+                ExportExportName::Default(_) => true,
+                // `export { default } from …` names its default like any other name.
+                ExportExportName::Name(exported) => {
+                    exported.name == "plugin" || exported.name == "default"
+                }
+                ExportExportName::Null => false,
+            })
+}
+
+/// Finds the file an import names (`name`, relative to `root`, as [`resolve_import`] gave it)
+/// and checks where it really is: after following symbolic links it must stay inside `root`,
+/// and it must not be an entry file (a module file at the top of `root` that declares a plugin,
+/// so Warden loads it as a plugin of its own), neither by its name nor by where a link leads.
+/// So a plugin can neither read files outside the plugins directory through a link nor run
+/// another plugin's code inside its own heap. Top-level files without a plugin object stay
+/// importable, as shared code.
+pub fn confine_import(root: &Path, name: &str) -> Result<PathBuf> {
+    let refused = |why: &str| Error::invalid_format(format!("cannot import '{name}': {why}"));
+    let is_entry_file = |path: &Path| {
+        is_module_path(path) && path.parent() == Some(root) && declares_a_plugin(path)
+    };
+    let path = root.join(name);
+    if !is_module_path(&path) {
+        return Err(refused(
+            "only .js, .mjs, .ts and .mts files can be imported",
+        ));
+    }
+    if is_entry_file(&path) {
+        return Err(refused(
+            "it is another plugin's entry file (a file at the top of the plugins directory with a default or 'plugin' export)",
+        ));
+    }
+    let resolved = path
+        .canonicalize()
+        .map_err(|error| refused(&error.to_string()))?;
+    if !resolved.starts_with(root) {
+        return Err(refused(
+            "it leads outside the plugins directory once symbolic links are followed",
+        ));
+    }
+    if is_entry_file(&resolved) {
+        return Err(refused(
+            "it is a symbolic link to another plugin's entry file (a file at the top of the plugins directory with a default or 'plugin' export)",
+        ));
+    }
+    if !is_module_path(&resolved) {
+        return Err(refused(
+            "it is a symbolic link to a file that is not a .js, .mjs, .ts or .mts file",
+        ));
+    }
+    Ok(resolved)
+}
+
 /// The engine's module resolver and loader: module names are paths relative to `root`.
 pub struct ConfinedModuleLoader {
-    /// The directory holding the plugin's entry module; nothing outside it can be imported.
+    /// The plugins directory, canonical (no symbolic links); nothing outside it can be imported.
     pub root: PathBuf,
 }
 
@@ -130,15 +207,8 @@ impl Loader for ConfinedModuleLoader {
         name: &str,
         _attributes: Option<ImportAttributes<'js>>,
     ) -> rquickjs::Result<Module<'js, Declared>> {
-        let path = self.root.join(name);
-        if !is_module_path(&path) {
-            return Err(rquickjs::Exception::throw_reference(
-                ctx,
-                &format!(
-                    "cannot import '{name}': only .js, .mjs, .ts and .mts files can be imported"
-                ),
-            ));
-        }
+        let path = confine_import(&self.root, name)
+            .map_err(|error| rquickjs::Exception::throw_reference(ctx, &error.to_string()))?;
         let text = std::fs::read_to_string(&path).map_err(|error| {
             rquickjs::Exception::throw_reference(ctx, &format!("cannot import '{name}': {error}"))
         })?;
@@ -210,5 +280,92 @@ mod tests {
         assert!(resolve_import("main.js", "fs").is_err());
         assert!(resolve_import("main.js", "node:fs").is_err());
         assert!(resolve_import("main.js", "/etc/passwd").is_err());
+    }
+
+    /// A plugins directory with one plugin's library, a sibling plugin and a secret outside.
+    fn plugins_directory() -> (tempfile::TempDir, PathBuf) {
+        let outside = tempfile::tempdir().unwrap();
+        let root = outside.path().join("plugins");
+        std::fs::create_dir_all(root.join("lib")).unwrap();
+        std::fs::write(root.join("lib/util.js"), "export const x = 1;").unwrap();
+        std::fs::write(root.join("sibling.js"), "export default {};").unwrap();
+        std::fs::write(outside.path().join("secret.js"), "export const key = 'k';").unwrap();
+        let root = root.canonicalize().unwrap();
+        (outside, root)
+    }
+
+    #[test]
+    fn files_in_subdirectories_can_be_imported() {
+        let (_outside, root) = plugins_directory();
+        assert_eq!(
+            confine_import(&root, "lib/util.js").unwrap(),
+            root.join("lib/util.js")
+        );
+    }
+
+    #[test]
+    fn another_plugins_entry_file_cannot_be_imported() {
+        let (_outside, root) = plugins_directory();
+        let error = confine_import(&root, "sibling.js").unwrap_err();
+        assert!(error.to_string().contains("entry file"), "{error}");
+        assert!(matches!(error, Error::InvalidPluginFormat { .. }));
+        for (file, code) in [
+            ("named.js", "export const plugin = { metadata: {} };"),
+            (
+                "renamed.ts",
+                "const p: object = {}; export { p as plugin };",
+            ),
+            ("reexported.js", "export { default } from './lib/util.js';"),
+            ("starred.js", "export * from './lib/util.js';"),
+            ("broken.js", "export default {"),
+        ] {
+            std::fs::write(root.join(file), code).unwrap();
+            assert!(confine_import(&root, file).is_err(), "{file}");
+        }
+    }
+
+    #[test]
+    fn a_top_level_file_without_a_plugin_object_is_shared_code() {
+        let (_outside, root) = plugins_directory();
+        std::fs::write(
+            root.join("lib.js"),
+            "export function shout(text) { return text + '!'; } export const plugins = 1;",
+        )
+        .unwrap();
+        assert_eq!(
+            confine_import(&root, "lib.js").unwrap(),
+            root.join("lib.js")
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn symbolic_links_out_of_the_directory_or_to_an_entry_file_are_refused() {
+        let (outside, root) = plugins_directory();
+        let link = |target: &Path, name: &str| {
+            std::os::unix::fs::symlink(target, root.join(name)).unwrap();
+        };
+        link(Path::new("/etc/passwd"), "lib/passwd.js");
+        link(&outside.path().join("secret.js"), "lib/secret.js");
+        link(&root.join("sibling.js"), "lib/sibling.js");
+        link(Path::new("../sibling.js"), "lib/relative.js");
+        link(&root.join("lib/util.js"), "lib/again.js");
+        link(outside.path(), "lib/out");
+        for name in ["lib/passwd.js", "lib/secret.js", "lib/out/secret.js"] {
+            let error = confine_import(&root, name).unwrap_err();
+            assert!(
+                error.to_string().contains("outside the plugins directory"),
+                "{name}: {error}"
+            );
+        }
+        for name in ["lib/sibling.js", "lib/relative.js"] {
+            let error = confine_import(&root, name).unwrap_err();
+            assert!(error.to_string().contains("entry file"), "{name}: {error}");
+        }
+        assert_eq!(
+            confine_import(&root, "lib/again.js").unwrap(),
+            root.join("lib/util.js"),
+            "a link that stays inside, to a library file, is fine"
+        );
     }
 }

@@ -1,0 +1,411 @@
+//! Host limits of a JavaScript plugin, driven as a hostile plugin would, with a fake context.
+
+use std::cell::RefCell;
+use std::path::Path;
+use std::rc::Rc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use super::{JsModule, JsPlugin};
+use crate::events::EventPattern;
+use crate::manifest::PluginManifest;
+use crate::plugin::{
+    CallTarget, Dependencies, DependencyInfo, Events, HostLimit, Plugin, PluginContext,
+    PluginFuture, PluginLimits, Supervision,
+};
+use crate::{Error, Result};
+
+/// What the fake context saw: emitted events, dependency calls and refusals.
+#[derive(Default)]
+struct Recorded {
+    emitted: RefCell<Vec<(String, Value)>>,
+    calls: RefCell<Vec<(CallTarget, Vec<Value>)>>,
+    refusals: RefCell<Vec<(HostLimit, u64, String)>>,
+}
+
+impl Recorded {
+    fn refusals_of(&self, limit: HostLimit) -> Vec<(u64, String)> {
+        self.refusals
+            .borrow()
+            .iter()
+            .filter(|(refused, _, _)| *refused == limit)
+            .map(|(_, count, detail)| (*count, detail.clone()))
+            .collect()
+    }
+}
+
+struct FakeEvents(Rc<Recorded>);
+
+impl Events for FakeEvents {
+    fn emit(&self, event: &str, data: Value) -> Result<()> {
+        self.0.emitted.borrow_mut().push((event.to_string(), data));
+        Ok(())
+    }
+    fn subscribe(&self, _: &EventPattern) -> Result<()> {
+        Ok(())
+    }
+    fn unsubscribe(&self, _: &EventPattern) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// One declared dependency, `dep`, exporting `lookup`.
+struct FakeDependencies(Rc<Recorded>);
+
+impl Dependencies for FakeDependencies {
+    fn declared(&self) -> Vec<String> {
+        vec!["dep".into()]
+    }
+    fn describe(&self, _: &str) -> Result<DependencyInfo> {
+        Ok(DependencyInfo {
+            manifest: PluginManifest::from_json(&json!({"name": "dep", "version": "1.0.0"}))?,
+            exports: vec!["lookup".into()],
+        })
+    }
+    fn call(&self, _: &str, target: CallTarget, arguments: Vec<Value>) -> PluginFuture<Value> {
+        self.0.calls.borrow_mut().push((target, arguments));
+        Box::pin(async { Ok(json!("called")) })
+    }
+}
+
+struct FakeSupervision(Rc<Recorded>);
+
+impl Supervision for FakeSupervision {
+    fn instance_failed(&self, _: Error) {}
+    fn listener_failed(&self, _: &str, _: &Error) {}
+    fn limit_refused(&self, limit: HostLimit, refusals: u64, detail: &str) {
+        self.0
+            .refusals
+            .borrow_mut()
+            .push((limit, refusals, detail.to_string()));
+    }
+}
+
+fn context(recorded: &Rc<Recorded>) -> PluginContext {
+    PluginContext {
+        plugin: "hostile".into(),
+        events: Rc::new(FakeEvents(recorded.clone())),
+        dependencies: Rc::new(FakeDependencies(recorded.clone())),
+        supervision: Rc::new(FakeSupervision(recorded.clone())),
+        database: None,
+        kafka: None,
+        storage: None,
+    }
+}
+
+/// Writes `hostile.js` (with `body` inside its plugin object) into a fresh plugins directory.
+fn module(directory: &Path, body: &str) -> JsModule {
+    let path = directory.join("hostile.js");
+    std::fs::write(
+        &path,
+        format!(
+            "export default {{ metadata: {{ name: 'hostile', version: '1.0.0', dependencies: ['dep'] }},\n\
+             async initialize(context) {{ this.context = context; this.starts = (this.starts || 0) + 1; }},\n\
+             {body} }};"
+        ),
+    )
+    .unwrap();
+    JsModule::read_in(directory, &path).unwrap()
+}
+
+/// Loads and initializes `body`'s plugin with `limits`; runs `test` on it inside a local set.
+async fn with_plugin(
+    body: &str,
+    limits: PluginLimits,
+    test: impl AsyncFnOnce(JsPlugin, Rc<Recorded>),
+) {
+    let directory = tempfile::tempdir().unwrap();
+    let module = module(directory.path(), body);
+    let local = tokio::task::LocalSet::new();
+    local
+        .run_until(async move {
+            let plugin = JsPlugin::load(module.root, &module.entry, module.code, limits).unwrap();
+            let recorded = Rc::new(Recorded::default());
+            plugin.initialize(context(&recorded)).await.unwrap();
+            test(plugin, recorded).await;
+        })
+        .await;
+}
+
+async fn execute(plugin: &JsPlugin, input: Value) -> Result<Value> {
+    plugin.call(CallTarget::Execute, vec![input]).await
+}
+
+const TWO_MIB: usize = 2 * 1024 * 1024;
+
+#[tokio::test]
+async fn an_emit_over_the_message_limit_is_refused_and_never_delivered() {
+    let body = "execute(size) { try { this.context.eventBus.emit('big', 'x'.repeat(size)); return 'sent'; } catch (error) { return error.name + ': ' + error.message; } }";
+    with_plugin(body, PluginLimits::default(), async |plugin, recorded| {
+        let refused = execute(&plugin, json!(TWO_MIB)).await.unwrap();
+        let refused = refused.as_str().unwrap();
+        assert!(refused.starts_with("MessageTooLargeError"), "{refused}");
+        assert!(
+            refused.contains("WARDEN_PLUGIN_MAX_MESSAGE_BYTES"),
+            "{refused}"
+        );
+        assert!(recorded.emitted.borrow().is_empty(), "never delivered");
+        assert_eq!(recorded.refusals_of(HostLimit::MessageBytes).len(), 1);
+        // The limit counts the serialized JSON: the string's two quotes count too.
+        let exactly = PluginLimits::default().max_message_bytes - 2;
+        assert_eq!(
+            execute(&plugin, json!(exactly)).await.unwrap(),
+            json!("sent")
+        );
+        let over = execute(&plugin, json!(exactly + 1)).await.unwrap();
+        assert!(over.as_str().unwrap().starts_with("MessageTooLargeError"));
+        assert_eq!(recorded.emitted.borrow().len(), 1);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn dependency_call_arguments_over_the_limit_are_refused_before_they_are_sent() {
+    let body = "async execute(size) { try { await this.context.getDependency('dep').lookup('x'.repeat(size)); return 'sent'; } catch (error) { return error.name; } }";
+    with_plugin(body, PluginLimits::default(), async |plugin, recorded| {
+        assert_eq!(
+            execute(&plugin, json!(TWO_MIB)).await.unwrap(),
+            json!("MessageTooLargeError")
+        );
+        assert!(recorded.calls.borrow().is_empty(), "never sent");
+        assert_eq!(recorded.refusals_of(HostLimit::MessageBytes).len(), 1);
+        assert_eq!(execute(&plugin, json!(10)).await.unwrap(), json!("sent"));
+        assert_eq!(recorded.calls.borrow().len(), 1);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_dependency_handle_never_reaches_the_dependencys_lifecycle() {
+    let body = "async execute() {\n\
+        const dep = this.context.getDependency('dep');\n\
+        const names = [];\n\
+        for (const attempt of [() => dep.call('initialize', { eventBus: null }), () => dep.call('cleanup'), () => dep.initialize({}), () => dep.cleanup()]) {\n\
+          try { await attempt(); names.push('reached'); } catch (error) { names.push(error.name); }\n\
+        }\n\
+        let frozen; try { dep.metadata.version = '9.9.9'; frozen = dep.metadata.version; } catch (error) { frozen = error.name; }\n\
+        return { names, frozen, keys: Object.keys(dep).sort() };\n\
+      }";
+    with_plugin(body, PluginLimits::default(), async |plugin, recorded| {
+        let outcome = execute(&plugin, json!(null)).await.unwrap();
+        assert_eq!(outcome["names"], json!(vec!["MethodNotAllowedError"; 4]));
+        assert_ne!(
+            outcome["frozen"],
+            json!("9.9.9"),
+            "metadata cannot be changed"
+        );
+        assert_eq!(
+            outcome["keys"],
+            json!(["call", "execute", "lookup", "metadata"])
+        );
+        assert!(
+            recorded.calls.borrow().is_empty(),
+            "nothing reached the dependency"
+        );
+        assert_eq!(recorded.refusals_of(HostLimit::HostOnlyFunction).len(), 4);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_plugin_refuses_lifecycle_and_unexported_targets_whoever_sends_them() {
+    let body = "execute(input) { return this.starts; }, helper() { return 'helped'; }";
+    with_plugin(body, PluginLimits::default(), async |plugin, recorded| {
+        let method = |name: &str| CallTarget::Method(name.to_string());
+        for lifecycle in ["initialize", "cleanup"] {
+            let refused = plugin.call(method(lifecycle), vec![json!({})]).await;
+            assert!(
+                matches!(&refused, Err(Error::MethodNotAllowed { method, .. }) if method == lifecycle),
+                "{refused:?}"
+            );
+        }
+        for inherited in ["constructor", "toString", "hasOwnProperty", "__proto__", "metadata"] {
+            let refused = plugin.call(method(inherited), vec![]).await;
+            assert!(
+                matches!(refused, Err(Error::MethodNotFound { .. })),
+                "{inherited}: {refused:?}"
+            );
+        }
+        assert_eq!(plugin.call(method("helper"), vec![]).await.unwrap(), json!("helped"));
+        assert_eq!(
+            plugin.call(method("execute"), vec![json!(null)]).await.unwrap(),
+            json!(1),
+            "initialize ran once, by the host"
+        );
+        assert_eq!(recorded.refusals_of(HostLimit::HostOnlyFunction).len(), 2);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn call_arguments_over_the_limit_never_reach_the_plugins_code() {
+    let body = "execute(input) { this.calls = (this.calls || 0) + 1; return this.calls; }";
+    with_plugin(body, PluginLimits::default(), async |plugin, recorded| {
+        let refused = execute(&plugin, json!("x".repeat(TWO_MIB))).await;
+        assert!(
+            matches!(refused, Err(Error::MessageTooLarge { .. })),
+            "{refused:?}"
+        );
+        assert_eq!(execute(&plugin, json!(null)).await.unwrap(), json!(1));
+        assert_eq!(recorded.refusals_of(HostLimit::MessageBytes).len(), 1);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn timers_past_the_limit_throw_timer_limit_error_until_one_is_cleared() {
+    let body = "execute() {\n\
+        const ids = []; let error = null;\n\
+        for (let n = 0; n < 10001; n++) { try { ids.push(setTimeout(() => {}, 1e9)); } catch (caught) { error = caught.name; } }\n\
+        const refusedInterval = (() => { try { setInterval(() => {}, 1e9); return 'armed'; } catch (caught) { return caught.name; } })();\n\
+        clearTimeout(ids[0]);\n\
+        const again = (() => { try { setTimeout(() => {}, 1e9); return 'armed'; } catch (caught) { return caught.name; } })();\n\
+        return { created: ids.length, error, refusedInterval, again };\n\
+      }";
+    with_plugin(body, PluginLimits::default(), async |plugin, recorded| {
+        let outcome = execute(&plugin, json!(null)).await.unwrap();
+        assert_eq!(
+            outcome,
+            json!({"created": 1000, "error": "TimerLimitError", "refusedInterval": "TimerLimitError", "again": "armed"})
+        );
+        assert_eq!(recorded.refusals_of(HostLimit::Timers).len(), 9_002);
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_zero_delay_interval_fires_at_most_every_four_milliseconds() {
+    // The loop stops itself after 1,000 firings, so without the clamp the test fails instead of
+    // hanging: paused time only moves when the runtime is idle.
+    let body = "execute(command) { if (command === 'start') { this.fired = 0; const id = setInterval(() => { if (++this.fired >= 1000) clearInterval(id); }, 0); } return this.fired; }";
+    with_plugin(body, PluginLimits::default(), async |plugin, _| {
+        execute(&plugin, json!("start")).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let fired = execute(&plugin, json!("count")).await.unwrap();
+        let fired = fired.as_u64().unwrap();
+        assert!((20..=25).contains(&fired), "fired {fired} times in 100 ms");
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_chain_of_zero_delay_timeouts_is_clamped_from_the_fifth_level() {
+    let body = "execute(command) { if (command === 'start') { this.fired = 0; const tick = () => { if (++this.fired < 1000) setTimeout(tick, 0); }; setTimeout(tick, 0); } return this.fired; }";
+    with_plugin(body, PluginLimits::default(), async |plugin, _| {
+        execute(&plugin, json!("start")).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let fired = execute(&plugin, json!("count")).await.unwrap();
+        let fired = fired.as_u64().unwrap();
+        // Levels 1 to 4 fire at once, then one every 4 ms.
+        assert!((24..=30).contains(&fired), "fired {fired} times in 100 ms");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_log_flood_is_dropped_without_throwing_and_the_drop_is_reported() {
+    let limits = PluginLimits {
+        log_bytes_per_second: 1_000,
+        ..PluginLimits::default()
+    };
+    let body =
+        "execute() { for (let n = 0; n < 100; n++) console.log('x'.repeat(100)); return 'done'; }";
+    with_plugin(body, limits, async |plugin, recorded| {
+        assert_eq!(execute(&plugin, json!(null)).await.unwrap(), json!("done"));
+        assert!(
+            recorded.refusals_of(HostLimit::LogBytes).is_empty(),
+            "reported once the window closes"
+        );
+        plugin.dispose();
+        let reported = recorded.refusals_of(HostLimit::LogBytes);
+        assert_eq!(reported.len(), 1, "{reported:?}");
+        assert_eq!(
+            reported[0].0, 90,
+            "ten lines of 100 bytes fit, ninety were dropped"
+        );
+        assert!(
+            reported[0].1.contains("dropped 9000 bytes"),
+            "{}",
+            reported[0].1
+        );
+    })
+    .await;
+}
+
+/// A plugins directory where `hostile.js` imports `specifier`.
+fn importing(specifier: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let outside = tempfile::tempdir().unwrap();
+    let root = outside.path().join("plugins");
+    std::fs::create_dir_all(root.join("lib")).unwrap();
+    std::fs::write(root.join("lib/util.js"), "export const value = 'util';").unwrap();
+    std::fs::write(
+        root.join("sibling.js"),
+        "export const secret = 's'; export default { metadata: { name: 'sibling', version: '1.0.0' } };",
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("hostile.js"),
+        format!("import * as imported from '{specifier}';\nexport default {{ metadata: {{ name: 'hostile', version: '1.0.0' }}, execute() {{ return Object.keys(imported); }} }};"),
+    )
+    .unwrap();
+    (outside, root)
+}
+
+fn load_importing(root: &Path) -> Result<JsPlugin> {
+    let module = JsModule::read_in(root, &root.join("hostile.js"))?;
+    JsPlugin::load(
+        module.root,
+        &module.entry,
+        module.code,
+        PluginLimits::default(),
+    )
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn imports_through_links_out_of_the_directory_or_of_entry_files_refuse_the_load() {
+    let (outside, root) = importing("./lib/util.js");
+    assert!(load_importing(&root).is_ok(), "a library file imports fine");
+    drop(outside);
+    let etc_passwd = Path::new("/etc/passwd");
+    // (what the plugin imports, where a link of that name leads; `None`: the file itself)
+    for (specifier, link_to) in [
+        ("./lib/passwd.js", Some(etc_passwd.to_path_buf())),
+        ("./lib/sibling.js", Some("sibling.js".into())),
+        ("./sibling.js", None),
+    ] {
+        let (outside, root) = importing(specifier);
+        if let Some(target) = link_to {
+            let target = if target.is_absolute() {
+                target
+            } else {
+                root.join(target)
+            };
+            std::os::unix::fs::symlink(target, root.join(specifier)).unwrap();
+        }
+        let refused = load_importing(&root);
+        assert!(
+            matches!(&refused, Err(Error::InvalidPluginFormat { reason }) if reason.contains("cannot import")),
+            "{specifier}: {:?}",
+            refused.err()
+        );
+        drop(outside);
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn an_entry_file_linked_from_outside_the_directory_is_refused() {
+    let outside = tempfile::tempdir().unwrap();
+    let root = outside.path().join("plugins");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(outside.path().join("elsewhere.js"), "export default {};").unwrap();
+    std::os::unix::fs::symlink(outside.path().join("elsewhere.js"), root.join("linked.js"))
+        .unwrap();
+    let refused = JsModule::read_in(&root, &root.join("linked.js"));
+    assert!(
+        matches!(&refused, Err(Error::InvalidPluginFormat { reason }) if reason.contains("outside the plugins directory")),
+        "{refused:?}"
+    );
+}
