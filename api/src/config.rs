@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use figment::providers::{Env, Format as _, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
+use warden_actors::gateways::kafka::DEFAULT_MAX_CONSUMERS_PER_PLUGIN;
 
 /// The token `--dev` uses when no `WARDEN_ADMIN_TOKEN` is set.
 pub const DEV_TOKEN: &str = "dev-token";
@@ -78,6 +79,8 @@ pub struct Settings {
     pub event_queue_capacity: usize,
     /// Connections in the shared PostgreSQL pool.
     pub database_pool_size: usize,
+    /// Kafka consumers one plugin may have at once.
+    pub plugin_max_consumers: usize,
 }
 
 impl Default for Settings {
@@ -102,6 +105,7 @@ impl Default for Settings {
             plugin_threads: None,
             event_queue_capacity: 10_000,
             database_pool_size: 16,
+            plugin_max_consumers: DEFAULT_MAX_CONSUMERS_PER_PLUGIN,
         }
     }
 }
@@ -166,6 +170,10 @@ impl Settings {
         anyhow::ensure!(
             settings.plugin_call_timeout_ms > 0,
             "WARDEN_PLUGIN_CALL_TIMEOUT_MS must be positive"
+        );
+        anyhow::ensure!(
+            settings.plugin_max_consumers > 0,
+            "WARDEN_PLUGIN_MAX_CONSUMERS must be positive"
         );
         Ok(settings)
     }

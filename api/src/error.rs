@@ -79,6 +79,7 @@ impl ApiError {
             | E::Database { .. }
             | E::TopicAccessDenied { .. }
             | E::BucketAccessDenied { .. }
+            | E::ConsumerLimit { .. }
             | E::KsqlNotConfigured
             | E::Backend { .. }
             | E::Capability { .. } => (unprocessable, "execution_failed"),

@@ -150,7 +150,8 @@ fn connect_backends(settings: &Settings) -> anyhow::Result<Backends> {
     let kafka = match &settings.kafka_brokers {
         Some(brokers) => Some(
             KafkaBackend::connect(brokers, settings.ksqldb_url.clone())
-                .map_err(|error| anyhow::anyhow!("invalid WARDEN_KAFKA_BROKERS: {error}"))?,
+                .map_err(|error| anyhow::anyhow!("invalid WARDEN_KAFKA_BROKERS: {error}"))?
+                .with_max_consumers_per_plugin(settings.plugin_max_consumers),
         ),
         None => None,
     };

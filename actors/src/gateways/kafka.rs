@@ -69,6 +69,19 @@ const KSQL_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// The media type ksqlDB's REST API answers with.
 const KSQL_MEDIA_TYPE: &str = "application/vnd.ksql.v1+json";
 
+/// How many consumers one plugin may have at once unless the settings say otherwise
+/// (`WARDEN_PLUGIN_MAX_CONSUMERS`): each is a librdkafka client with its own threads,
+/// connections and buffers, so their number is what bounds a plugin's cost to the host.
+pub const DEFAULT_MAX_CONSUMERS_PER_PLUGIN: usize = 8;
+
+/// The most messages one `sendMessage` call may carry. librdkafka bounds each message
+/// (`message.max.bytes`, 1 MB) and its own queue, but every message of a call is copied out of
+/// the plugin's heap and waits in the gateway before that, so the call itself is bounded too.
+const MAX_MESSAGES_PER_SEND: usize = 10_000;
+
+/// The most bytes (keys, values and headers) one `sendMessage` call may carry.
+const MAX_BYTES_PER_SEND: usize = 16 * 1024 * 1024;
+
 /// The longest part of a refused ksqlDB statement the log keeps.
 const MAX_LOGGED_KSQL_BYTES: usize = 512;
 
@@ -79,6 +92,7 @@ pub struct KafkaBackend {
     ksqldb: Option<KsqlEndpoint>,
     producer: Arc<FutureProducer>,
     admin: Arc<AdminClient<DefaultClientContext>>,
+    max_consumers_per_plugin: usize,
 }
 
 /// Where ksqlDB statements go, and the HTTP client that sends them.
@@ -126,7 +140,15 @@ impl KafkaBackend {
             ksqldb,
             producer: Arc::new(producer),
             admin: Arc::new(admin),
+            max_consumers_per_plugin: DEFAULT_MAX_CONSUMERS_PER_PLUGIN,
         })
+    }
+
+    /// The same backend, letting each plugin have at most `limit` consumers at once (at least
+    /// one).
+    pub fn with_max_consumers_per_plugin(mut self, limit: usize) -> Self {
+        self.max_consumers_per_plugin = limit.max(1);
+        self
     }
 
     /// The shared producer, for benchmarks that compare the gateway with the bare client.
@@ -342,7 +364,10 @@ impl Handler<SendKafkaMessages> for KafkaGateway {
             messages,
             producer_id: _,
         } = request;
-        let physical = match self.physical_topic(&topic) {
+        let physical = match self
+            .physical_topic(&topic)
+            .and_then(|physical| check_send_size(&messages).map(|()| physical))
+        {
             Ok(physical) => physical.to_string(),
             Err(error) => return Box::pin(ready(Err(error))),
         };
@@ -391,6 +416,25 @@ impl Handler<CreateConsumer> for KafkaGateway {
             Ok(group) => group,
             Err(error) => return Box::pin(ready(Err(error))),
         };
+        // A consumer id that exists already is replaced below, so it adds no consumer.
+        let limit = self.backend.max_consumers_per_plugin;
+        if !self.consumers.contains_key(&request.consumer_id) && self.consumers.len() >= limit {
+            tracing::warn!(
+                plugin = %self.plugin,
+                consumer = %request.consumer_id,
+                limit,
+                "kafka consumer refused: the plugin has as many consumers as it may"
+            );
+            metrics::counter!(
+                "warden_kafka_consumers_refused_total",
+                "plugin" => self.plugin.clone()
+            )
+            .increment(1);
+            return Box::pin(ready(Err(Error::ConsumerLimit {
+                plugin: self.plugin.clone(),
+                limit,
+            })));
+        }
         let consumer: StreamConsumer = match ClientConfig::new()
             .set("bootstrap.servers", &self.backend.brokers)
             .set("group.id", &group)
@@ -761,6 +805,34 @@ async fn enqueue_when_room(
     }
 }
 
+/// Refuses a `sendMessage` call over the gateway's bounds before anything is enqueued.
+fn check_send_size(messages: &[KafkaOutgoing]) -> Result<()> {
+    if messages.len() > MAX_MESSAGES_PER_SEND {
+        return Err(kafka_error(format!(
+            "sendMessage carries {} messages, over the {MAX_MESSAGES_PER_SEND}-message limit per call",
+            messages.len()
+        )));
+    }
+    let bytes: usize = messages
+        .iter()
+        .map(|message| {
+            message.key.as_ref().map_or(0, String::len)
+                + message.value.len()
+                + message
+                    .headers
+                    .iter()
+                    .map(|(key, value)| key.len() + value.len())
+                    .sum::<usize>()
+        })
+        .sum();
+    if bytes > MAX_BYTES_PER_SEND {
+        return Err(kafka_error(format!(
+            "sendMessage carries {bytes} bytes, over the {MAX_BYTES_PER_SEND}-byte limit per call"
+        )));
+    }
+    Ok(())
+}
+
 /// The start of `text`, at most `limit` bytes cut at a character boundary.
 fn shortened(text: &str, limit: usize) -> &str {
     if text.len() <= limit {
@@ -1046,6 +1118,99 @@ mod tests {
                 other => panic!("expected a ksqldb backend error for {statement}, got {other:?}"),
             }
         }
+    }
+
+    #[actix_rt::test]
+    async fn consumers_beyond_the_plugins_limit_are_refused() {
+        let plugin = unique_plugin();
+        let gateway = KafkaGateway::new(
+            plugin.clone(),
+            topic_grants(&plugin, &["events"]),
+            backend(None).with_max_consumers_per_plugin(2),
+        )
+        .start();
+        let (plugin_actor, _received) = recorder(None);
+        let create = |consumer_id: &str| {
+            gateway.send(CreateConsumer {
+                consumer_id: consumer_id.to_string(),
+                group_id: "g1".to_string(),
+                deliver_to: plugin_actor.clone().recipient(),
+                generation: 1,
+            })
+        };
+        create("first").await.unwrap().expect("first consumer");
+        create("second").await.unwrap().expect("second consumer");
+        let refused = create("third").await.unwrap();
+        assert_eq!(
+            refused,
+            Err(Error::ConsumerLimit {
+                plugin: plugin.clone(),
+                limit: 2
+            })
+        );
+        assert_eq!(
+            refused.unwrap_err().js_name(),
+            "ConsumerLimitError",
+            "the plugin sees a typed error"
+        );
+        // Replacing a consumer adds none, and a disconnected one makes room.
+        create("second")
+            .await
+            .unwrap()
+            .expect("a replaced consumer");
+        gateway
+            .send(DisconnectConsumer {
+                consumer_id: "first".to_string(),
+            })
+            .await
+            .unwrap()
+            .expect("disconnected");
+        create("third")
+            .await
+            .unwrap()
+            .expect("room after a disconnect");
+        assert!(matches!(
+            create("fourth").await.unwrap(),
+            Err(Error::ConsumerLimit { limit: 2, .. })
+        ));
+        // The limit is at least one.
+        assert_eq!(
+            backend(None)
+                .with_max_consumers_per_plugin(0)
+                .max_consumers_per_plugin,
+            1
+        );
+        assert_eq!(
+            backend(None).max_consumers_per_plugin,
+            DEFAULT_MAX_CONSUMERS_PER_PLUGIN
+        );
+        gateway.send(DisconnectAllConsumers).await.unwrap();
+    }
+
+    #[test]
+    fn oversized_sends_are_refused_before_anything_is_enqueued() {
+        let many = vec![plain("x"); MAX_MESSAGES_PER_SEND + 1];
+        let refused = check_send_size(&many).unwrap_err();
+        assert_eq!(refused.js_name(), "KafkaError");
+        assert!(
+            refused.to_string().contains("10000-message limit"),
+            "{refused}"
+        );
+        assert_eq!(check_send_size(&many[..MAX_MESSAGES_PER_SEND]), Ok(()));
+
+        // Keys and headers count too.
+        let half = "v".repeat(MAX_BYTES_PER_SEND / 2);
+        let at_limit = vec![plain(&half), plain(&half)];
+        assert_eq!(check_send_size(&at_limit), Ok(()));
+        let mut over = at_limit.clone();
+        over[0].headers.push(("h".to_string(), String::new()));
+        assert!(check_send_size(&over)
+            .unwrap_err()
+            .to_string()
+            .contains("byte limit per call"));
+        let mut over = at_limit;
+        over[1].key = Some("k".to_string());
+        assert!(check_send_size(&over).is_err());
     }
 
     #[test]
