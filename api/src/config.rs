@@ -69,6 +69,10 @@ pub struct Settings {
     pub s3_region: String,
     pub s3_access_key: Option<String>,
     pub s3_secret_key: Option<String>,
+    /// Garage's admin API (`http://host:3903`); with the token, each plugin gets its own S3 key.
+    pub s3_admin_url: Option<String>,
+    /// A bearer token of Garage's admin API.
+    pub s3_admin_token: Option<String>,
     pub plugin_memory_mb: u64,
     pub plugin_call_timeout_ms: u64,
     pub plugin_max_restarts: u32,
@@ -98,6 +102,8 @@ impl Default for Settings {
             s3_region: "us-east-1".into(),
             s3_access_key: None,
             s3_secret_key: None,
+            s3_admin_url: None,
+            s3_admin_token: None,
             plugin_memory_mb: 64,
             plugin_call_timeout_ms: 5_000,
             plugin_max_restarts: 5,
