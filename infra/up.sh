@@ -270,6 +270,11 @@ write_garage_config() {
         log "garage: generating rpc_secret"
         (umask 077 && od -An -N32 -tx1 /dev/urandom | tr -d ' \n' >"$GARAGE_DIR/rpc_secret")
     fi
+    # The admin API token Warden uses to give each plugin its own S3 key.
+    if [[ ! -s "$GARAGE_DIR/admin_token" ]]; then
+        log "garage: generating admin_token"
+        (umask 077 && od -An -N32 -tx1 /dev/urandom | tr -d ' \n' >"$GARAGE_DIR/admin_token")
+    fi
     local tmp="$GARAGE_CONF.tmp"
     (umask 077 && cat >"$tmp" <<EOF
 # Written by infra/up.sh; edits are overwritten.
@@ -289,20 +294,39 @@ root_domain = ".s3.garage.localhost"
 
 [admin]
 api_bind_addr = "127.0.0.1:$GARAGE_ADMIN_PORT"
+admin_token = "$(cat "$GARAGE_DIR/admin_token")"
 EOF
     )
+    GARAGE_CONF_CHANGED=0
     if cmp -s "$tmp" "$GARAGE_CONF"; then
         rm -f "$tmp"
     else
         log "garage: writing $GARAGE_CONF"
         mv "$tmp" "$GARAGE_CONF"
+        GARAGE_CONF_CHANGED=1
     fi
+}
+
+# A Garage that up.sh started before its configuration changed (an earlier up.sh wrote no
+# admin_token) reads the new one only when it starts again.
+restart_garage_if_config_changed() {
+    ((GARAGE_CONF_CHANGED)) || return 0
+    pid_alive "$GARAGE_PID" || return 0
+    log "garage: configuration changed; restarting pid $(cat "$GARAGE_PID")"
+    kill "$(cat "$GARAGE_PID")" 2>/dev/null || true
+    local deadline=$((SECONDS + WAIT_SECONDS))
+    while pid_alive "$GARAGE_PID"; do
+        ((SECONDS < deadline)) || fail_with_log "garage did not stop within ${WAIT_SECONDS}s" "$GARAGE_LOG"
+        sleep 0.2
+    done
+    rm -f "$GARAGE_PID"
 }
 
 garage_answers() { garage_cli status >/dev/null 2>&1; }
 
 up_garage() {
     write_garage_config
+    restart_garage_if_config_changed
     if garage_answers; then
         log "garage: node answers; using it"
     else
@@ -378,6 +402,8 @@ WARDEN_S3_ENDPOINT=http://127.0.0.1:$GARAGE_S3_PORT
 WARDEN_S3_REGION=$GARAGE_REGION
 WARDEN_S3_ACCESS_KEY=$S3_ACCESS_KEY
 WARDEN_S3_SECRET_KEY=$S3_SECRET_KEY
+WARDEN_S3_ADMIN_URL=http://127.0.0.1:$GARAGE_ADMIN_PORT
+WARDEN_S3_ADMIN_TOKEN=$(cat "$GARAGE_DIR/admin_token")
 EOF
     mv "$tmp" "$ENV_FILE"
     log "wrote $ENV_FILE"

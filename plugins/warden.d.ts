@@ -134,13 +134,18 @@ export interface KafkaMessagePayload {
 export interface KafkaCapability {
   /** Sends messages to an allowed topic, optionally through a named producer. */
   sendMessage(topic: string, messages: KafkaOutgoingMessage[], producerId?: string): Promise<void>;
-  /** Creates a consumer in a group (the group id is prefixed like a topic). */
+  /** Creates a consumer in a group (the group id is prefixed like a topic); beyond the plugin's limit (WARDEN_PLUGIN_MAX_CONSUMERS) it throws ConsumerLimitError. */
   createConsumer(consumerId: string, groupId: string): Promise<void>;
   /** Subscribes a consumer; each offset is committed after `eachMessage` resolves (at least once). */
   subscribe(consumerId: string, topics: string[], eachMessage: (payload: KafkaMessagePayload) => void | Promise<void>): Promise<void>;
   /** Stops and removes a consumer. */
   disconnectConsumer(consumerId: string): Promise<void>;
-  /** Runs a ksqlDB statement, rewriting each allowed KAFKA_TOPIC; KsqlNotConfiguredError without ksqlDB. */
+  /**
+   * Runs one ksqlDB statement: CREATE STREAM/TABLE (… AS SELECT), INSERT INTO, DROP STREAM/TABLE,
+   * DESCRIBE or a pull query. Stream and table names are prefixed like topics, and KAFKA_TOPIC must
+   * be an allowed topic (TopicAccessDeniedError); anything else throws SqlNotAllowedError, and
+   * KsqlNotConfiguredError without ksqlDB.
+   */
   executeKsqlStatement(statement: string): Promise<any>;
   /** The topics this plugin may use, unprefixed. */
   getAllowedTopics(): string[];
@@ -178,6 +183,7 @@ export type WardenErrorName =
   | "DatabaseError"
   | "TopicAccessDeniedError"
   | "KsqlNotConfiguredError"
+  | "ConsumerLimitError"
   | "BucketAccessDeniedError"
   | "UndeclaredDependencyError"
   | "SelfDependencyError"

@@ -9,6 +9,7 @@ use figment::providers::{Env, Format as _, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 use warden_runtime::PluginLimits;
+use warden_actors::gateways::kafka::DEFAULT_MAX_CONSUMERS_PER_PLUGIN;
 
 /// The token `--dev` uses when no `WARDEN_ADMIN_TOKEN` is set.
 pub const DEV_TOKEN: &str = "dev-token";
@@ -69,6 +70,10 @@ pub struct Settings {
     pub s3_region: String,
     pub s3_access_key: Option<String>,
     pub s3_secret_key: Option<String>,
+    /// Garage's admin API (`http://host:3903`); with the token, each plugin gets its own S3 key.
+    pub s3_admin_url: Option<String>,
+    /// A bearer token of Garage's admin API.
+    pub s3_admin_token: Option<String>,
     pub plugin_memory_mb: u64,
     pub plugin_call_timeout_ms: u64,
     /// Largest event `data` or call argument list, in bytes of serialized JSON.
@@ -85,6 +90,8 @@ pub struct Settings {
     pub event_queue_capacity: usize,
     /// Connections in the shared PostgreSQL pool.
     pub database_pool_size: usize,
+    /// Kafka consumers one plugin may have at once.
+    pub plugin_max_consumers: usize,
 }
 
 impl Default for Settings {
@@ -104,6 +111,8 @@ impl Default for Settings {
             s3_region: "us-east-1".into(),
             s3_access_key: None,
             s3_secret_key: None,
+            s3_admin_url: None,
+            s3_admin_token: None,
             plugin_memory_mb: limits.memory_limit_mb,
             plugin_call_timeout_ms: limits.call_timeout_ms,
             plugin_max_message_bytes: limits.max_message_bytes,
@@ -114,6 +123,7 @@ impl Default for Settings {
             plugin_threads: None,
             event_queue_capacity: 10_000,
             database_pool_size: 16,
+            plugin_max_consumers: DEFAULT_MAX_CONSUMERS_PER_PLUGIN,
         }
     }
 }
@@ -190,6 +200,10 @@ impl Settings {
         anyhow::ensure!(
             settings.plugin_max_timers > 0,
             "WARDEN_PLUGIN_MAX_TIMERS must be positive"
+        );
+        anyhow::ensure!(
+            settings.plugin_max_consumers > 0,
+            "WARDEN_PLUGIN_MAX_CONSUMERS must be positive"
         );
         Ok(settings)
     }

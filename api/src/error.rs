@@ -82,6 +82,7 @@ impl ApiError {
             | E::Database { .. }
             | E::TopicAccessDenied { .. }
             | E::BucketAccessDenied { .. }
+            | E::ConsumerLimit { .. }
             | E::KsqlNotConfigured
             | E::Backend { .. }
             | E::Capability { .. }

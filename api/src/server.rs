@@ -12,7 +12,8 @@ use anyhow::Context as _;
 use metrics_exporter_prometheus::PrometheusBuilder;
 use warden_actors::gateways::store::StateStore;
 use warden_actors::gateways::{
-    Backends, DatabaseBackend, KafkaBackend, StorageBackend, StorageConfig,
+    Backends, DatabaseBackend, GarageAdminConfig, GarageKeys, KafkaBackend, StorageBackend,
+    StorageConfig,
 };
 use warden_actors::manager::ManagerConfig;
 use warden_actors::plugin_actor::SupervisionPolicy;
@@ -162,7 +163,8 @@ fn connect_backends(settings: &Settings) -> anyhow::Result<Backends> {
     let kafka = match &settings.kafka_brokers {
         Some(brokers) => Some(
             KafkaBackend::connect(brokers, settings.ksqldb_url.clone())
-                .map_err(|error| anyhow::anyhow!("invalid WARDEN_KAFKA_BROKERS: {error}"))?,
+                .map_err(|error| anyhow::anyhow!("invalid WARDEN_KAFKA_BROKERS: {error}"))?
+                .with_max_consumers_per_plugin(settings.plugin_max_consumers),
         ),
         None => None,
     };
@@ -173,15 +175,14 @@ fn connect_backends(settings: &Settings) -> anyhow::Result<Backends> {
             else {
                 anyhow::bail!("WARDEN_S3_ENDPOINT is set, but WARDEN_S3_ACCESS_KEY or WARDEN_S3_SECRET_KEY is not");
             };
-            Some(
-                StorageBackend::connect(StorageConfig {
-                    endpoint: endpoint.clone(),
-                    region: settings.s3_region.clone(),
-                    access_key: access_key.clone(),
-                    secret_key: secret_key.clone(),
-                })
-                .map_err(|error| anyhow::anyhow!("invalid S3 settings: {error}"))?,
-            )
+            let backend = StorageBackend::connect(StorageConfig {
+                endpoint: endpoint.clone(),
+                region: settings.s3_region.clone(),
+                access_key: access_key.clone(),
+                secret_key: secret_key.clone(),
+            })
+            .map_err(|error| anyhow::anyhow!("invalid S3 settings: {error}"))?;
+            Some(with_plugin_keys(backend, settings)?)
         }
         None => None,
     };
@@ -216,6 +217,32 @@ fn payload_too_large_as_json<B>(
     Ok(ErrorHandlerResponse::Response(
         ServiceResponse::new(request, answer).map_into_right_body(),
     ))
+}
+
+/// The S3 backend giving each plugin its own key when Garage's admin API is configured.
+fn with_plugin_keys(
+    backend: StorageBackend,
+    settings: &Settings,
+) -> anyhow::Result<StorageBackend> {
+    match (&settings.s3_admin_url, &settings.s3_admin_token) {
+        (Some(url), Some(token)) => {
+            let keys = GarageKeys::new(GarageAdminConfig {
+                url: url.clone(),
+                token: token.clone(),
+            })
+            .map_err(|error| anyhow::anyhow!("invalid S3 admin settings: {error}"))?;
+            Ok(backend.with_plugin_keys(keys))
+        }
+        (None, None) => {
+            tracing::warn!(
+                "every plugin's S3 requests and presigned URLs are signed with Warden's one S3 key, \
+                 which reaches every bucket; set WARDEN_S3_ADMIN_URL and WARDEN_S3_ADMIN_TOKEN \
+                 (Garage's admin API) to give each plugin its own key"
+            );
+            Ok(backend)
+        }
+        _ => anyhow::bail!("set both WARDEN_S3_ADMIN_URL and WARDEN_S3_ADMIN_TOKEN, or neither"),
+    }
 }
 
 /// Checks `Authorization: Bearer <token>` on every endpoint except `GET /health`.

@@ -117,6 +117,10 @@ pub enum Error {
         allowed: Vec<String>,
     },
 
+    /// `createConsumer` would give the plugin more Kafka consumers than it may have at once.
+    #[error("plugin '{plugin}' already has {limit} kafka consumers, the most it may have at once (WARDEN_PLUGIN_MAX_CONSUMERS); disconnect one first")]
+    ConsumerLimit { plugin: String, limit: usize },
+
     /// `executeKsqlStatement` was called but no ksqlDB endpoint is configured.
     #[error("no ksqlDB endpoint is configured (WARDEN_KSQLDB_URL)")]
     KsqlNotConfigured,
@@ -179,6 +183,7 @@ impl Error {
             Error::Database { .. } => "DatabaseError",
             Error::TopicAccessDenied { .. } => "TopicAccessDeniedError",
             Error::BucketAccessDenied { .. } => "BucketAccessDeniedError",
+            Error::ConsumerLimit { .. } => "ConsumerLimitError",
             Error::KsqlNotConfigured => "KsqlNotConfiguredError",
             Error::Backend { service, .. } => match service.as_str() {
                 "kafka" => "KafkaError",

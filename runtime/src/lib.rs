@@ -6,6 +6,8 @@
 //! - [`resources`]: declared resources plus operator overrides become grants with physical
 //!   names; the one place a physical name is computed.
 //! - [`events`]: event names and `*`/`**` patterns.
+//! - [`sql_guard`] and [`ksql_guard`]: what a plugin's SQL and ksqlDB statements may do, and
+//!   their rewriting to physical names.
 //! - [`plugin`]: the [`Plugin`] trait and the capabilities a [`PluginContext`] is made of.
 //! - [`js`]: the QuickJS host that turns a JavaScript/TypeScript module into a `Plugin`.
 //!
@@ -17,6 +19,7 @@ pub mod error;
 pub mod events;
 pub mod graph;
 pub mod js;
+pub mod ksql_guard;
 pub mod manifest;
 pub mod plugin;
 pub mod resources;

@@ -17,6 +17,7 @@ use rdkafka::message::{BorrowedMessage, Header, Headers, Message as _, OwnedHead
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use serde_json::{json, Value};
 use tokio::task::JoinHandle;
+use warden_runtime::ksql_guard::{guard_ksql_statement, GuardedKsql};
 use warden_runtime::resources::{consumer_group_name, ResourceGrants, ResourceKind};
 use warden_runtime::{Error, KafkaOutgoing, KafkaRecord, Result};
 
@@ -68,8 +69,21 @@ const KSQL_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// The media type ksqlDB's REST API answers with.
 const KSQL_MEDIA_TYPE: &str = "application/vnd.ksql.v1+json";
 
-/// The property key whose value names a Kafka topic in a ksqlDB statement.
-const KSQL_TOPIC_PROPERTY: &str = "KAFKA_TOPIC";
+/// How many consumers one plugin may have at once unless the settings say otherwise
+/// (`WARDEN_PLUGIN_MAX_CONSUMERS`): each is a librdkafka client with its own threads,
+/// connections and buffers, so their number is what bounds a plugin's cost to the host.
+pub const DEFAULT_MAX_CONSUMERS_PER_PLUGIN: usize = 8;
+
+/// The most messages one `sendMessage` call may carry. librdkafka bounds each message
+/// (`message.max.bytes`, 1 MB) and its own queue, but every message of a call is copied out of
+/// the plugin's heap and waits in the gateway before that, so the call itself is bounded too.
+const MAX_MESSAGES_PER_SEND: usize = 10_000;
+
+/// The most bytes (keys, values and headers) one `sendMessage` call may carry.
+const MAX_BYTES_PER_SEND: usize = 16 * 1024 * 1024;
+
+/// The longest part of a refused ksqlDB statement the log keeps.
+const MAX_LOGGED_KSQL_BYTES: usize = 512;
 
 /// The shared Kafka producer and settings.
 #[derive(Clone)]
@@ -78,12 +92,16 @@ pub struct KafkaBackend {
     ksqldb: Option<KsqlEndpoint>,
     producer: Arc<FutureProducer>,
     admin: Arc<AdminClient<DefaultClientContext>>,
+    max_consumers_per_plugin: usize,
 }
 
 /// Where ksqlDB statements go, and the HTTP client that sends them.
 #[derive(Clone)]
 struct KsqlEndpoint {
+    /// `/ksql`, for statements.
     statements_url: String,
+    /// `/query`, for pull queries.
+    queries_url: String,
     http: reqwest::Client,
 }
 
@@ -109,6 +127,7 @@ impl KafkaBackend {
         let ksqldb = match ksqldb_url {
             Some(url) => Some(KsqlEndpoint {
                 statements_url: format!("{}/ksql", url.trim_end_matches('/')),
+                queries_url: format!("{}/query", url.trim_end_matches('/')),
                 http: reqwest::Client::builder()
                     .timeout(KSQL_REQUEST_TIMEOUT)
                     .build()
@@ -121,7 +140,15 @@ impl KafkaBackend {
             ksqldb,
             producer: Arc::new(producer),
             admin: Arc::new(admin),
+            max_consumers_per_plugin: DEFAULT_MAX_CONSUMERS_PER_PLUGIN,
         })
+    }
+
+    /// The same backend, letting each plugin have at most `limit` consumers at once (at least
+    /// one).
+    pub fn with_max_consumers_per_plugin(mut self, limit: usize) -> Self {
+        self.max_consumers_per_plugin = limit.max(1);
+        self
     }
 
     /// The shared producer, for benchmarks that compare the gateway with the bare client.
@@ -221,7 +248,8 @@ pub struct DisconnectConsumer {
 #[rtype(result = "()")]
 pub struct DisconnectAllConsumers;
 
-/// Checks and rewrites every `KAFKA_TOPIC='…'`, then forwards to ksqlDB.
+/// Runs the ksqlDB guard (allowed statement kinds; streams, tables and topics checked and
+/// prefixed), then forwards the checked statement to ksqlDB.
 #[derive(Message)]
 #[rtype(result = "Result<Value>")]
 pub struct ExecuteKsql {
@@ -336,7 +364,10 @@ impl Handler<SendKafkaMessages> for KafkaGateway {
             messages,
             producer_id: _,
         } = request;
-        let physical = match self.physical_topic(&topic) {
+        let physical = match self
+            .physical_topic(&topic)
+            .and_then(|physical| check_send_size(&messages).map(|()| physical))
+        {
             Ok(physical) => physical.to_string(),
             Err(error) => return Box::pin(ready(Err(error))),
         };
@@ -385,6 +416,25 @@ impl Handler<CreateConsumer> for KafkaGateway {
             Ok(group) => group,
             Err(error) => return Box::pin(ready(Err(error))),
         };
+        // A consumer id that exists already is replaced below, so it adds no consumer.
+        let limit = self.backend.max_consumers_per_plugin;
+        if !self.consumers.contains_key(&request.consumer_id) && self.consumers.len() >= limit {
+            tracing::warn!(
+                plugin = %self.plugin,
+                consumer = %request.consumer_id,
+                limit,
+                "kafka consumer refused: the plugin has as many consumers as it may"
+            );
+            metrics::counter!(
+                "warden_kafka_consumers_refused_total",
+                "plugin" => self.plugin.clone()
+            )
+            .increment(1);
+            return Box::pin(ready(Err(Error::ConsumerLimit {
+                plugin: self.plugin.clone(),
+                limit,
+            })));
+        }
         let consumer: StreamConsumer = match ClientConfig::new()
             .set("bootstrap.servers", &self.backend.brokers)
             .set("group.id", &group)
@@ -506,20 +556,40 @@ impl Handler<ExecuteKsql> for KafkaGateway {
         let Some(endpoint) = self.backend.ksqldb.clone() else {
             return Box::pin(ready(Err(Error::KsqlNotConfigured)));
         };
-        let statement = match rewrite_ksql_topics(&request.statement, &self.grants) {
-            Ok(statement) => statement,
-            Err(error) => return Box::pin(ready(Err(error))),
+        let guarded = match guard_ksql_statement(&self.plugin, &request.statement, &self.grants) {
+            Ok(guarded) => guarded,
+            Err(error) => {
+                // A refused statement can be up to any size; the log keeps its start.
+                let statement = shortened(&request.statement, MAX_LOGGED_KSQL_BYTES);
+                tracing::warn!(plugin = %self.plugin, statement, %error, "ksql statement refused");
+                metrics::counter!("warden_ksql_denied_total", "plugin" => self.plugin.clone())
+                    .increment(1);
+                return Box::pin(ready(Err(error)));
+            }
         };
-        Box::pin(async move { endpoint.execute(statement).await })
+        tracing::debug!(
+            plugin = %self.plugin,
+            kind = guarded.kind.as_str(),
+            statement = %guarded.statement,
+            "forwarding ksql statement"
+        );
+        Box::pin(async move { endpoint.execute(guarded).await })
     }
 }
 
 impl KsqlEndpoint {
-    /// Posts one (already checked and rewritten) statement to ksqlDB's `/ksql` endpoint.
-    async fn execute(&self, statement: String) -> Result<Value> {
+    /// Posts one checked and rewritten statement to ksqlDB: pull queries to `/query`, which
+    /// answers them once, everything else to `/ksql`.
+    async fn execute(&self, guarded: GuardedKsql) -> Result<Value> {
+        let url = if guarded.kind.is_query() {
+            &self.queries_url
+        } else {
+            &self.statements_url
+        };
+        let statement = guarded.statement;
         let response = self
             .http
-            .post(&self.statements_url)
+            .post(url)
             .header(reqwest::header::ACCEPT, KSQL_MEDIA_TYPE)
             .json(&json!({ "ksql": statement, "streamsProperties": {} }))
             .send()
@@ -538,70 +608,6 @@ impl KsqlEndpoint {
         }
         parsed.map_err(|error| ksql_error(format!("the response is not JSON: {error}")))
     }
-}
-
-/// Checks every `KAFKA_TOPIC='…'` of a ksqlDB statement against the plugin's topic grants and
-/// rewrites each value to its physical name.
-///
-/// The key is matched case-insensitively, with any whitespace around `=`; the value must be a
-/// single-quoted topic the plugin was granted, else the whole statement is refused with
-/// [`Error::TopicAccessDenied`]. A value holding a doubled quote (`'a''b'`, SQL's escaped quote)
-/// is refused too, since no topic name contains a quote. Everything else is left as written.
-pub fn rewrite_ksql_topics(statement: &str, grants: &ResourceGrants) -> Result<String> {
-    let bytes = statement.as_bytes();
-    let key = KSQL_TOPIC_PROPERTY.as_bytes();
-    let mut rewritten = String::with_capacity(statement.len());
-    let mut copied_up_to = 0;
-    let mut search_from = 0;
-    while let Some(found) = bytes[search_from..]
-        .windows(key.len())
-        .position(|window| window.eq_ignore_ascii_case(key))
-    {
-        let after_key = search_from + found + key.len();
-        search_from = after_key;
-        let equals = skip_ascii_whitespace(bytes, after_key);
-        if bytes.get(equals) != Some(&b'=') {
-            continue;
-        }
-        let quote = skip_ascii_whitespace(bytes, equals + 1);
-        if bytes.get(quote) != Some(&b'\'') {
-            continue;
-        }
-        let value_start = quote + 1;
-        let Some(value_length) = bytes[value_start..].iter().position(|&byte| byte == b'\'') else {
-            // An unterminated literal: ksqlDB refuses the statement's syntax itself.
-            continue;
-        };
-        let value_end = value_start + value_length;
-        // Every delimiter above is ASCII, so these byte offsets are character boundaries.
-        let topic = &statement[value_start..value_end];
-        if bytes.get(value_end + 1) == Some(&b'\'') {
-            let literal_end = bytes[value_end + 2..]
-                .iter()
-                .position(|&byte| byte == b'\'')
-                .map_or(bytes.len(), |length| value_end + 2 + length);
-            return Err(topic_access_denied(
-                grants,
-                &statement[value_start..literal_end],
-            ));
-        }
-        let physical = grants
-            .physical(ResourceKind::Topic, topic)
-            .ok_or_else(|| topic_access_denied(grants, topic))?;
-        rewritten.push_str(&statement[copied_up_to..value_start]);
-        rewritten.push_str(physical);
-        copied_up_to = value_end;
-        search_from = value_end + 1;
-    }
-    rewritten.push_str(&statement[copied_up_to..]);
-    Ok(rewritten)
-}
-
-fn skip_ascii_whitespace(bytes: &[u8], mut index: usize) -> usize {
-    while bytes.get(index).is_some_and(u8::is_ascii_whitespace) {
-        index += 1;
-    }
-    index
 }
 
 /// One consumer of the plugin and its delivery task.
@@ -797,6 +803,46 @@ async fn enqueue_when_room(
             Err((error, _)) => return Err(kafka_error(error)),
         }
     }
+}
+
+/// Refuses a `sendMessage` call over the gateway's bounds before anything is enqueued.
+fn check_send_size(messages: &[KafkaOutgoing]) -> Result<()> {
+    if messages.len() > MAX_MESSAGES_PER_SEND {
+        return Err(kafka_error(format!(
+            "sendMessage carries {} messages, over the {MAX_MESSAGES_PER_SEND}-message limit per call",
+            messages.len()
+        )));
+    }
+    let bytes: usize = messages
+        .iter()
+        .map(|message| {
+            message.key.as_ref().map_or(0, String::len)
+                + message.value.len()
+                + message
+                    .headers
+                    .iter()
+                    .map(|(key, value)| key.len() + value.len())
+                    .sum::<usize>()
+        })
+        .sum();
+    if bytes > MAX_BYTES_PER_SEND {
+        return Err(kafka_error(format!(
+            "sendMessage carries {bytes} bytes, over the {MAX_BYTES_PER_SEND}-byte limit per call"
+        )));
+    }
+    Ok(())
+}
+
+/// The start of `text`, at most `limit` bytes cut at a character boundary.
+fn shortened(text: &str, limit: usize) -> &str {
+    if text.len() <= limit {
+        return text;
+    }
+    let mut end = limit;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 fn topic_access_denied(grants: &ResourceGrants, topic: &str) -> Error {
@@ -1013,73 +1059,6 @@ mod tests {
         }
     }
 
-    #[test]
-    fn ksql_topics_are_checked_and_rewritten() {
-        let grants = topic_grants("orders", &["events", "audit.log"]);
-        assert_eq!(
-            rewrite_ksql_topics(
-                "CREATE STREAM s (id INT) WITH (KAFKA_TOPIC='events', VALUE_FORMAT='JSON');",
-                &grants
-            )
-            .unwrap(),
-            "CREATE STREAM s (id INT) WITH (KAFKA_TOPIC='orders_events', VALUE_FORMAT='JSON');"
-        );
-        // Any case for the key, whitespace around `=`, several occurrences, text after them.
-        assert_eq!(
-            rewrite_ksql_topics(
-                "CREATE TABLE t WITH (kafka_topic = 'audit.log') AS SELECT 'é' FROM x \
-                 WITH (Kafka_Topic=\n'events');",
-                &grants
-            )
-            .unwrap(),
-            "CREATE TABLE t WITH (kafka_topic = 'orders_audit.log') AS SELECT 'é' FROM x \
-             WITH (Kafka_Topic=\n'orders_events');"
-        );
-        // A statement without the property is forwarded as written.
-        assert_eq!(
-            rewrite_ksql_topics("SHOW STREAMS;", &grants).unwrap(),
-            "SHOW STREAMS;"
-        );
-        // The key alone, not followed by `= '…'`, is not a property.
-        assert_eq!(
-            rewrite_ksql_topics("SELECT kafka_topic FROM s;", &grants).unwrap(),
-            "SELECT kafka_topic FROM s;"
-        );
-    }
-
-    #[test]
-    fn ksql_statements_naming_other_topics_are_refused() {
-        let grants = topic_grants("orders", &["events"]);
-        assert_topic_denied(
-            rewrite_ksql_topics(
-                "CREATE STREAM s WITH (KAFKA_TOPIC='events') ; CREATE STREAM t WITH (kafka_topic ='billing_events');",
-                &grants,
-            ),
-            "billing_events",
-            &["events"],
-        );
-        // A physical name is not a name the plugin may write.
-        assert_topic_denied(
-            rewrite_ksql_topics(
-                "CREATE STREAM s WITH (KAFKA_TOPIC='orders_events');",
-                &grants,
-            ),
-            "orders_events",
-            &["events"],
-        );
-        // An escaped quote cannot smuggle a granted prefix past the check.
-        assert_topic_denied(
-            rewrite_ksql_topics("CREATE STREAM s WITH (KAFKA_TOPIC='events''x');", &grants),
-            "events''x",
-            &["events"],
-        );
-        assert_topic_denied(
-            rewrite_ksql_topics("CREATE STREAM s WITH (KAFKA_TOPIC=' events');", &grants),
-            " events",
-            &["events"],
-        );
-    }
-
     #[actix_rt::test]
     async fn ksql_needs_a_configured_endpoint_and_reports_its_failures() {
         let plugin = unique_plugin();
@@ -1101,21 +1080,144 @@ mod tests {
         .start();
         let denied = unreachable
             .send(ExecuteKsql {
-                statement: "CREATE STREAM s WITH (KAFKA_TOPIC='other');".to_string(),
+                statement: "CREATE STREAM s (v STRING) WITH (KAFKA_TOPIC='other');".to_string(),
             })
             .await
             .unwrap();
         assert_topic_denied(denied, "other", &["events"]);
-        match unreachable
-            .send(ExecuteKsql {
-                statement: "CREATE STREAM s WITH (KAFKA_TOPIC='events');".to_string(),
+        // The guard refuses before anything is sent: a refusal, not a network error.
+        for statement in [
+            "SHOW STREAMS;",
+            "TERMINATE ALL",
+            "DROP STREAM s DELETE TOPIC",
+        ] {
+            let refused = unreachable
+                .send(ExecuteKsql {
+                    statement: statement.to_string(),
+                })
+                .await
+                .unwrap();
+            assert!(
+                matches!(&refused, Err(error @ Error::SqlNotAllowed { .. }) if error.js_name() == "SqlNotAllowedError"),
+                "{statement}: {refused:?}"
+            );
+        }
+        // Statements and pull queries that pass reach the (unreachable) endpoint.
+        for statement in [
+            "CREATE STREAM s (v STRING) WITH (KAFKA_TOPIC='events');",
+            "SELECT * FROM s WHERE v = 'x'",
+        ] {
+            match unreachable
+                .send(ExecuteKsql {
+                    statement: statement.to_string(),
+                })
+                .await
+                .unwrap()
+            {
+                Err(error @ Error::Backend { .. }) => assert_eq!(error.js_name(), "KsqlError"),
+                other => panic!("expected a ksqldb backend error for {statement}, got {other:?}"),
+            }
+        }
+    }
+
+    #[actix_rt::test]
+    async fn consumers_beyond_the_plugins_limit_are_refused() {
+        let plugin = unique_plugin();
+        let gateway = KafkaGateway::new(
+            plugin.clone(),
+            topic_grants(&plugin, &["events"]),
+            backend(None).with_max_consumers_per_plugin(2),
+        )
+        .start();
+        let (plugin_actor, _received) = recorder(None);
+        let create = |consumer_id: &str| {
+            gateway.send(CreateConsumer {
+                consumer_id: consumer_id.to_string(),
+                group_id: "g1".to_string(),
+                deliver_to: plugin_actor.clone().recipient(),
+                generation: 1,
+            })
+        };
+        create("first").await.unwrap().expect("first consumer");
+        create("second").await.unwrap().expect("second consumer");
+        let refused = create("third").await.unwrap();
+        assert_eq!(
+            refused,
+            Err(Error::ConsumerLimit {
+                plugin: plugin.clone(),
+                limit: 2
+            })
+        );
+        assert_eq!(
+            refused.unwrap_err().js_name(),
+            "ConsumerLimitError",
+            "the plugin sees a typed error"
+        );
+        // Replacing a consumer adds none, and a disconnected one makes room.
+        create("second")
+            .await
+            .unwrap()
+            .expect("a replaced consumer");
+        gateway
+            .send(DisconnectConsumer {
+                consumer_id: "first".to_string(),
             })
             .await
             .unwrap()
-        {
-            Err(error @ Error::Backend { .. }) => assert_eq!(error.js_name(), "KsqlError"),
-            other => panic!("expected a ksqldb backend error, got {other:?}"),
-        }
+            .expect("disconnected");
+        create("third")
+            .await
+            .unwrap()
+            .expect("room after a disconnect");
+        assert!(matches!(
+            create("fourth").await.unwrap(),
+            Err(Error::ConsumerLimit { limit: 2, .. })
+        ));
+        // The limit is at least one.
+        assert_eq!(
+            backend(None)
+                .with_max_consumers_per_plugin(0)
+                .max_consumers_per_plugin,
+            1
+        );
+        assert_eq!(
+            backend(None).max_consumers_per_plugin,
+            DEFAULT_MAX_CONSUMERS_PER_PLUGIN
+        );
+        gateway.send(DisconnectAllConsumers).await.unwrap();
+    }
+
+    #[test]
+    fn oversized_sends_are_refused_before_anything_is_enqueued() {
+        let many = vec![plain("x"); MAX_MESSAGES_PER_SEND + 1];
+        let refused = check_send_size(&many).unwrap_err();
+        assert_eq!(refused.js_name(), "KafkaError");
+        assert!(
+            refused.to_string().contains("10000-message limit"),
+            "{refused}"
+        );
+        assert_eq!(check_send_size(&many[..MAX_MESSAGES_PER_SEND]), Ok(()));
+
+        // Keys and headers count too.
+        let half = "v".repeat(MAX_BYTES_PER_SEND / 2);
+        let at_limit = vec![plain(&half), plain(&half)];
+        assert_eq!(check_send_size(&at_limit), Ok(()));
+        let mut over = at_limit.clone();
+        over[0].headers.push(("h".to_string(), String::new()));
+        assert!(check_send_size(&over)
+            .unwrap_err()
+            .to_string()
+            .contains("byte limit per call"));
+        let mut over = at_limit;
+        over[1].key = Some("k".to_string());
+        assert!(check_send_size(&over).is_err());
+    }
+
+    #[test]
+    fn refused_statements_are_logged_by_their_start() {
+        assert_eq!(shortened("short", 10), "short");
+        assert_eq!(shortened("ééé", 3), "é");
+        assert_eq!(shortened("abc", 0), "");
     }
 
     #[actix_rt::test]

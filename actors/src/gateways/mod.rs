@@ -5,6 +5,7 @@
 //! (`*Backend`) are made once at start from the settings and cloned into every gateway.
 
 pub mod database;
+pub mod garage_keys;
 pub mod kafka;
 pub mod storage;
 pub mod store;
@@ -12,6 +13,7 @@ pub mod store;
 use actix::Addr;
 
 pub use database::{DatabaseBackend, DatabaseGateway};
+pub use garage_keys::{GarageAdminConfig, GarageKeys};
 pub use kafka::{KafkaBackend, KafkaGateway};
 pub use storage::{StorageBackend, StorageConfig, StorageGateway};
 

@@ -1,10 +1,11 @@
-//! The S3 gateway: objects in the plugin's granted buckets, path-style, on the shared credentials.
+//! The S3 gateway: objects in the plugin's granted buckets, path-style, signed with the plugin's own key where the server can scope one.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::{Actor, Context, Handler, Message, ResponseFuture};
+use actix::fut::{ActorFutureExt, WrapFuture};
+use actix::{Actor, AtomicResponse, Context, Handler, Message, ResponseFuture};
 use s3::creds::Credentials;
 use s3::error::S3Error;
 use s3::request::tokio_backend::ReqwestRequest;
@@ -12,6 +13,8 @@ use s3::request::Request;
 use s3::{Bucket, BucketConfiguration, Region};
 use warden_runtime::resources::{ResourceGrants, ResourceKind};
 use warden_runtime::{Error, Result};
+
+use super::garage_keys::{BucketAccess, GarageKeys, PluginKey};
 
 /// How long [`StorageBackend::check`] waits for the server.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
@@ -45,6 +48,8 @@ pub struct StorageBackend {
     /// name set, so that all of them share its HTTP client and therefore one connection pool
     /// (building a client per bucket would also cost a TLS setup each).
     template: Arc<Bucket>,
+    /// Garage's admin API, when configured: each plugin then signs with its own key.
+    keys: Option<GarageKeys>,
 }
 
 impl StorageBackend {
@@ -89,7 +94,19 @@ impl StorageBackend {
             .with_path_style();
         Ok(StorageBackend {
             template: Arc::from(template),
+            keys: None,
         })
+    }
+
+    /// The same backend, giving each plugin its own key through Garage's admin API.
+    pub fn with_plugin_keys(mut self, keys: GarageKeys) -> Self {
+        self.keys = Some(keys);
+        self
+    }
+
+    /// Whether each plugin signs with its own key.
+    pub fn has_plugin_keys(&self) -> bool {
+        self.keys.is_some()
     }
 
     /// Whether the server answers within a second.
@@ -110,8 +127,20 @@ impl StorageBackend {
         bucket
     }
 
-    /// Creates the bucket `physical` unless it exists and these credentials can use it.
-    async fn ensure_bucket(&self, physical: &str) -> Result<()> {
+    /// [`StorageBackend::bucket`], signing with `credentials` instead of the shared key.
+    fn bucket_signed_with(&self, physical: &str, credentials: Option<&Credentials>) -> Bucket {
+        let mut bucket = self.bucket(physical);
+        if let Some(credentials) = credentials {
+            // This replaces the handle's credentials (it does not write through the ones it
+            // shares with the template).
+            bucket.set_credentials(credentials.clone());
+        }
+        bucket
+    }
+
+    /// Creates the bucket `physical` unless it exists and these credentials can use it (also
+    /// for the key tests beside this module).
+    pub(super) async fn ensure_bucket(&self, physical: &str) -> Result<()> {
         let bucket = self.bucket(physical);
         let mut configuration = BucketConfiguration::default();
         configuration.set_region(bucket.region.clone());
@@ -258,24 +287,92 @@ pub struct StorageGateway {
     /// A handle per granted bucket, by physical name, made once here so that a request only
     /// clones an `Arc` before it leaves the actor.
     buckets: HashMap<String, Arc<Bucket>>,
+    /// Buckets (as the plugin names them) its own key may only read.
+    read_only_buckets: Vec<String>,
+    /// The plugin's own key and the credentials made of it, once [`EnsureBuckets`] made them.
+    plugin_key: Option<(PluginKey, Credentials)>,
 }
 
 impl StorageGateway {
     /// A gateway for `plugin` holding `grants`.
     pub fn new(plugin: String, grants: ResourceGrants, backend: StorageBackend) -> Self {
-        let buckets = grants
-            .grants(ResourceKind::Bucket)
-            .iter()
-            .map(|grant| {
-                let handle = Arc::new(backend.bucket(&grant.physical));
-                (grant.physical.clone(), handle)
-            })
-            .collect();
-        StorageGateway {
+        let mut gateway = StorageGateway {
             plugin,
             grants,
             backend,
-            buckets,
+            buckets: HashMap::new(),
+            read_only_buckets: Vec::new(),
+            plugin_key: None,
+        };
+        gateway.make_bucket_handles();
+        gateway
+    }
+
+    /// The same gateway, whose own key (with Garage's admin API) may only read the buckets
+    /// the plugin calls `names`; every other granted bucket is read and write.
+    pub fn with_read_only_buckets(mut self, names: Vec<String>) -> Self {
+        self.read_only_buckets = names;
+        self
+    }
+
+    /// A handle per granted bucket, signed with the plugin's key when it has one.
+    fn make_bucket_handles(&mut self) {
+        let credentials = self.plugin_key.as_ref().map(|(_, credentials)| credentials);
+        self.buckets = self
+            .grants
+            .grants(ResourceKind::Bucket)
+            .iter()
+            .map(|grant| {
+                let handle = self
+                    .backend
+                    .bucket_signed_with(&grant.physical, credentials);
+                (grant.physical.clone(), Arc::new(handle))
+            })
+            .collect();
+    }
+
+    /// What the plugin's own key is allowed on: each granted bucket once (two names can be
+    /// mapped to one shared bucket), read-only only when every name for it is.
+    fn bucket_accesses(&self) -> Vec<BucketAccess> {
+        let mut accesses: Vec<BucketAccess> = Vec::new();
+        for grant in self.grants.grants(ResourceKind::Bucket) {
+            let read_only = self.read_only_buckets.contains(&grant.name);
+            match accesses
+                .iter_mut()
+                .find(|access| access.physical == grant.physical)
+            {
+                Some(access) => access.read_only &= read_only,
+                None => accesses.push(BucketAccess {
+                    physical: grant.physical.clone(),
+                    read_only,
+                }),
+            }
+        }
+        accesses
+    }
+
+    /// Signs every later request with `key`; the key it replaces (an earlier `EnsureBuckets`)
+    /// is deleted.
+    fn use_plugin_key(&mut self, key: PluginKey) -> Result<()> {
+        let credentials = Credentials::new(
+            Some(&key.access_key_id),
+            Some(&key.secret_access_key),
+            None,
+            None,
+            None,
+        )
+        .map_err(|error| s3_error(format!("the plugin's s3 key is unusable: {error}")))?;
+        if let Some((replaced, _)) = self.plugin_key.replace((key, credentials)) {
+            self.delete_plugin_key(replaced);
+        }
+        self.make_bucket_handles();
+        Ok(())
+    }
+
+    /// Deletes one of the plugin's keys in the background.
+    fn delete_plugin_key(&self, key: PluginKey) {
+        if let Some(keys) = self.backend.keys.clone() {
+            actix::spawn(async move { keys.delete_plugin_key(&key.access_key_id).await });
         }
     }
 
@@ -289,38 +386,71 @@ impl StorageGateway {
                 bucket: name.to_string(),
                 allowed: self.grants.names(ResourceKind::Bucket),
             })?;
+        // With per-plugin keys, nothing is signed with the shared key on the plugin's behalf.
+        if self.backend.has_plugin_keys() && self.plugin_key.is_none() {
+            return Err(s3_error(format!(
+                "the s3 key of plugin '{}' is not ready (it is made when the plugin loads)",
+                self.plugin
+            )));
+        }
         Ok(match self.buckets.get(physical) {
             Some(bucket) => Arc::clone(bucket),
-            None => Arc::new(self.backend.bucket(physical)),
+            None => {
+                let credentials = self.plugin_key.as_ref().map(|(_, credentials)| credentials);
+                Arc::new(self.backend.bucket_signed_with(physical, credentials))
+            }
         })
     }
 }
 
 impl Actor for StorageGateway {
     type Context = Context<Self>;
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        // The plugin is unloaded, replaced by a reload, or failed to load: its key goes.
+        if let Some((key, _)) = self.plugin_key.take() {
+            self.delete_plugin_key(key);
+        }
+    }
 }
 
 impl Handler<EnsureBuckets> for StorageGateway {
-    type Result = ResponseFuture<Result<()>>;
+    // Atomic, because the plugin's new key replaces the bucket handles when the future ends:
+    // no request may be handled in between, signed with a key that is about to change.
+    type Result = AtomicResponse<Self, Result<()>>;
 
     fn handle(&mut self, _: EnsureBuckets, _: &mut Self::Context) -> Self::Result {
-        let mut physical_names: Vec<String> = Vec::new();
-        for grant in self.grants.grants(ResourceKind::Bucket) {
-            // Two names can be mapped to one shared bucket; it is created once.
-            if !physical_names.contains(&grant.physical) {
-                physical_names.push(grant.physical.clone());
-            }
-        }
+        let accesses = self.bucket_accesses();
         let backend = self.backend.clone();
         let plugin = self.plugin.clone();
-        Box::pin(async move {
-            for physical in &physical_names {
-                backend.ensure_bucket(physical).await.inspect_err(|error| {
-                    tracing::warn!(%plugin, bucket = %physical, %error, "could not ensure bucket");
-                })?;
+        let creating = async move {
+            // Buckets are made with Warden's own key, which may create them; the plugin's key
+            // may not.
+            for access in &accesses {
+                backend
+                    .ensure_bucket(&access.physical)
+                    .await
+                    .inspect_err(|error| {
+                        tracing::warn!(%plugin, bucket = %access.physical, %error, "could not ensure bucket");
+                    })?;
             }
-            Ok(())
-        })
+            match &backend.keys {
+                Some(keys) => keys
+                    .create_plugin_key(&plugin, &accesses)
+                    .await
+                    .inspect_err(|error| {
+                        tracing::warn!(%plugin, %error, "could not make the plugin's s3 key");
+                    })
+                    .map(Some),
+                None => Ok(None),
+            }
+        };
+        AtomicResponse::new(Box::pin(creating.into_actor(self).map(
+            |created, gateway, _| match created? {
+                Some(key) => gateway.use_plugin_key(key),
+                None => Ok(()),
+            },
+        )))
     }
 }
 
@@ -622,8 +752,9 @@ fn xml_element<'a>(document: &'a str, element: &str) -> Option<&'a str> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     //! These tests run against a real S3 server: the local stack's Garage (`just infra-up`).
+    //! `garage_keys`' tests share their helpers.
 
     use super::*;
     use actix::Addr;
@@ -631,14 +762,14 @@ mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
     use std::time::SystemTime;
 
-    const HOW_TO_START: &str =
+    pub(crate) const HOW_TO_START: &str =
         "the S3 gateway tests need the local stack's Garage: run `just infra-up` \
         (or `bash infra/up.sh`), which starts it and writes infra/local.env, or set \
         WARDEN_TEST_S3_ACCESS_KEY and WARDEN_TEST_S3_SECRET_KEY (and WARDEN_TEST_S3_ENDPOINT, \
         WARDEN_TEST_S3_REGION if not http://127.0.0.1:3900 and garage)";
 
     /// `KEY=VALUE` lines of infra/local.env, when the file exists.
-    fn local_env() -> HashMap<String, String> {
+    pub(crate) fn local_env() -> HashMap<String, String> {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../infra/local.env");
         let Ok(text) = std::fs::read_to_string(path) else {
             return HashMap::new();
@@ -682,7 +813,7 @@ mod tests {
     }
 
     /// A backend on the test server, once it answers (a freshly started Garage takes a moment).
-    async fn garage() -> StorageBackend {
+    pub(crate) async fn garage() -> StorageBackend {
         let config = test_config();
         let endpoint = config.endpoint.clone();
         let backend = StorageBackend::connect(config).expect("valid test config");
@@ -698,7 +829,7 @@ mod tests {
     }
 
     /// A backend on a loopback port where nothing listens: any request sent through it fails.
-    fn unreachable_backend() -> StorageBackend {
+    pub(crate) fn unreachable_backend() -> StorageBackend {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
         let port = listener.local_addr().expect("local address").port();
         drop(listener);
@@ -712,7 +843,7 @@ mod tests {
     }
 
     /// A plugin name no earlier run used, so that its buckets start out missing.
-    fn unique_plugin(tag: &str) -> String {
+    pub(crate) fn unique_plugin(tag: &str) -> String {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let nanos = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
@@ -726,7 +857,7 @@ mod tests {
         )
     }
 
-    fn grants(plugin: &str, buckets: &[&str]) -> ResourceGrants {
+    pub(crate) fn grants(plugin: &str, buckets: &[&str]) -> ResourceGrants {
         let buckets: Vec<String> = buckets.iter().map(|name| name.to_string()).collect();
         ResourceGrants::resolve(plugin, &[], &[], &buckets, None).expect("valid grants")
     }
@@ -835,7 +966,7 @@ mod tests {
     }
 
     /// Deletes the bucket and its objects, so that test runs do not pile up buckets.
-    async fn remove_bucket(backend: &StorageBackend, physical: &str) {
+    pub(crate) async fn remove_bucket(backend: &StorageBackend, physical: &str) {
         let bucket = backend.bucket(physical);
         let keys = list_keys(&bucket, physical, "", None)
             .await
@@ -901,7 +1032,7 @@ mod tests {
         }
     }
 
-    async fn fetch_without_credentials(url: String) -> (u16, Vec<u8>) {
+    pub(crate) async fn fetch_without_credentials(url: String) -> (u16, Vec<u8>) {
         tokio::task::spawn_blocking(move || http_get(&url))
             .await
             .expect("fetch thread")

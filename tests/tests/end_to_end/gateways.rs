@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
-use warden_tests::{assert_error, wait_until, Admin, WardenProcess};
+use warden_tests::{assert_error, local_stack_env, wait_until, Admin, WardenProcess};
 
 /// How long to wait for what goes through a real backend (a Kafka consumer group has to form
 /// first, which takes seconds).
@@ -1068,6 +1068,97 @@ async fn s3_denies_undeclared_buckets_and_another_plugins_bucket() {
     s3(api, &owner, "delete", "secret.txt").await;
     unload(api, &owner).await;
     unload(api, &other).await;
+}
+
+/// The ids of the Garage keys named `name`, through the admin API of infra/local.env.
+async fn garage_keys_named(name: &str) -> Vec<String> {
+    let settings = local_stack_env();
+    let setting = |key: &str| {
+        settings
+            .iter()
+            .find(|(found, _)| found == key)
+            .map(|(_, value)| value.clone())
+            .unwrap_or_else(|| {
+                panic!("infra/local.env has no {key}: run `just infra-up` again to write it")
+            })
+    };
+    let (url, token) = (
+        setting("WARDEN_S3_ADMIN_URL"),
+        setting("WARDEN_S3_ADMIN_TOKEN"),
+    );
+    let client = awc::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .finish();
+    let mut response = client
+        .get(format!("{}/v2/ListKeys", url.trim_end_matches('/')))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("ListKeys");
+    assert_eq!(response.status().as_u16(), 200, "ListKeys failed");
+    let keys: Value = response.json().await.expect("ListKeys answers JSON");
+    keys.as_array()
+        .expect("ListKeys answers a list")
+        .iter()
+        .filter(|key| key["name"] == name)
+        .filter_map(|key| key["id"].as_str().map(str::to_string))
+        .collect()
+}
+
+#[actix_rt::test]
+async fn s3_presigned_urls_carry_only_the_plugins_own_key() {
+    let first = unique("s3keys");
+    let second = unique("s3keys");
+    let (first_plugin, second_plugin) = (s3_plugin(&first), s3_plugin(&second));
+    let warden = start(&[(&first, &first_plugin), (&second, &second_plugin)], &[]);
+    let api = &warden.admin();
+    for (name, text) in [(&first, "the first's"), (&second, "the second's")] {
+        run(
+            api,
+            name,
+            json!({ "action": "uploadText", "key": "secret.txt", "text": text }),
+        )
+        .await;
+    }
+    let key_name = format!("warden-plugin-{first}");
+    assert_eq!(
+        garage_keys_named(&key_name).await.len(),
+        1,
+        "one key per plugin"
+    );
+
+    let url = s3(api, &first, "presign", "secret.txt").await;
+    let url = url.as_str().expect("a url").to_string();
+    assert_eq!(
+        fetch_anonymously(&url).await,
+        (200, b"the first's".to_vec())
+    );
+    // The attacker edits the bucket in the URL to the other plugin's: refused, since neither
+    // the signature nor the key behind it covers that bucket.
+    let (first_physical, second_physical) = (
+        format!("{}-data", first.replace('_', "-")),
+        format!("{}-data", second.replace('_', "-")),
+    );
+    let edited = url.replacen(
+        &format!("/{first_physical}/"),
+        &format!("/{second_physical}/"),
+        1,
+    );
+    assert_ne!(edited, url, "the url names the bucket in its path: {url}");
+    assert_eq!(fetch_anonymously(&edited).await.0, 403);
+
+    // Unloading the plugin deletes its key.
+    s3(api, &first, "delete", "secret.txt").await;
+    unload(api, &first).await;
+    assert!(
+        wait_until(BACKEND_PATIENCE, || async {
+            garage_keys_named(&key_name).await.is_empty()
+        })
+        .await,
+        "the key of an unloaded plugin is still there"
+    );
+    s3(api, &second, "delete", "secret.txt").await;
+    unload(api, &second).await;
 }
 
 // --- Readiness and durability -----------------------------------------------------------------
