@@ -19,6 +19,7 @@ export PATH="$CARGO_BIN:$PATH"
 PG_HOST=127.0.0.1
 PG_PORT=5432
 PG_DB=warden
+PG_USER=warden                    # Warden's own user: no superuser, CREATEROLE
 PG_DIR="$STATE/postgres"          # private cluster (only when the machine has none)
 PG_SOCK="$STATE/postgres-socket"
 PG_LOG="$STATE/postgres.log"
@@ -220,6 +221,39 @@ up_postgres() {
     else
         log "postgres: database $PG_DB exists"
     fi
+    ensure_warden_user
+}
+
+# Warden connects as a non-superuser with CREATEROLE (each plugin gets a login role of its own),
+# owning its database and the public schema; objects an earlier superuser-run Warden left in them
+# are handed over, so nothing in the plugin path belongs to a superuser.
+ensure_warden_user() {
+    local psql=(psql -h "$PG_HOST" -p "$PG_PORT" -U postgres -v ON_ERROR_STOP=1 -Atq)
+    if [[ "$("${psql[@]}" -d postgres -c "select 1 from pg_roles where rolname = '$PG_USER'")" != 1 ]]; then
+        log "postgres: create role $PG_USER (login, createrole, no superuser)"
+        "${psql[@]}" -d postgres -c "create role $PG_USER login createrole nosuperuser"
+    fi
+    "${psql[@]}" -d postgres -c "alter role $PG_USER with login createrole nosuperuser nocreatedb"
+    "${psql[@]}" -d postgres -c "alter database $PG_DB owner to $PG_USER"
+    "${psql[@]}" -d "$PG_DB" -c "alter schema public owner to $PG_USER"
+    "${psql[@]}" -d "$PG_DB" <<SQL
+do \$\$
+declare item record;
+begin
+    if exists (select 1 from pg_namespace where nspname = 'warden') then
+        alter schema warden owner to $PG_USER;
+    end if;
+    for item in
+        select n.nspname, c.relname from pg_class c join pg_namespace n on n.oid = c.relnamespace
+        where n.nspname in ('public', 'warden') and c.relkind in ('r', 'p')
+          and pg_get_userbyid(c.relowner) = 'postgres'
+    loop
+        execute format('alter table %I.%I owner to $PG_USER', item.nspname, item.relname);
+    end loop;
+end
+\$\$;
+SQL
+    log "postgres: Warden connects as $PG_USER (createrole, no superuser)"
 }
 
 # ---------------------------------------------------------------- Tansu
@@ -396,7 +430,7 @@ write_env() {
     cat >"$tmp" <<EOF
 # Written by infra/up.sh: the local stack for \`warden serve\` (sourced by \`just run\`).
 # No ksqlDB in the local stack: WARDEN_KSQLDB_URL is left unset.
-WARDEN_DATABASE_URL=postgres://postgres@$PG_HOST:$PG_PORT/$PG_DB
+WARDEN_DATABASE_URL=postgres://$PG_USER@$PG_HOST:$PG_PORT/$PG_DB
 WARDEN_KAFKA_BROKERS=$TANSU_ADDR
 WARDEN_S3_ENDPOINT=http://127.0.0.1:$GARAGE_S3_PORT
 WARDEN_S3_REGION=$GARAGE_REGION

@@ -20,7 +20,7 @@ use serde_json::json;
 use warden_runtime::graph::{plan_batch_load, Candidate, DependencyGraph};
 use warden_runtime::js::{is_module_path, JsModule, JsPluginFactory};
 use warden_runtime::manifest::validate_plugin_name;
-use warden_runtime::resources::{ResourceGrants, ResourceOverrides};
+use warden_runtime::resources::{ResourceGrants, ResourceKind, ResourceOverrides};
 use warden_runtime::{Event, PluginDescription, PluginFactory, PluginLimits};
 
 use crate::broker::{EventBroker, PublishEvent};
@@ -28,6 +28,7 @@ use crate::directory::{DirectoryEntry, PluginDirectory};
 use crate::gateways::kafka::EnsureTopics;
 use crate::gateways::storage::EnsureBuckets;
 use crate::gateways::store::{StateStore, StoredState};
+use crate::gateways::PrepareDatabase;
 use crate::gateways::{Backends, DatabaseGateway, KafkaGateway, PluginGateways, StorageGateway};
 use crate::plugin_actor::{
     CreateInstance, InitializeInstance, PluginActor, PluginServices, PluginState,
@@ -82,6 +83,8 @@ pub struct PluginInfo {
     pub grants: ResourceGrants,
     /// The operator overrides in force, if any.
     pub overrides: Option<ResourceOverrides>,
+    /// The PostgreSQL role its statements run as (none with roles off or no database).
+    pub database_role: Option<String>,
 }
 
 /// What a directory scan did.
@@ -214,6 +217,9 @@ struct Prepared {
 struct Registry {
     config: ManagerConfig,
     plugins: BTreeMap<String, LoadedPlugin>,
+    /// Names of plugins that held resources (recorded in the state store): their prefixes stay
+    /// taken after unload, so no later plugin inherits their tables, topics or buckets.
+    claimed_prefixes: BTreeSet<String>,
     graph: DependencyGraph,
     overrides: BTreeMap<String, ResourceOverrides>,
     directory: PluginDirectory,
@@ -243,6 +249,7 @@ impl PluginManager {
             registry: Rc::new(RefCell::new(Registry {
                 config,
                 plugins: BTreeMap::new(),
+                claimed_prefixes: BTreeSet::new(),
                 graph: DependencyGraph::new(),
                 overrides: BTreeMap::new(),
                 directory,
@@ -297,6 +304,12 @@ impl Registry {
             restarts: plugin.restarts,
             grants: plugin.grants.clone(),
             overrides: plugin.overrides.clone(),
+            database_role: self
+                .config
+                .backends
+                .database
+                .as_ref()
+                .and_then(|database| database.role_of(name)),
         })
     }
 
@@ -414,6 +427,7 @@ impl Registry {
         let overlapping = self
             .plugins
             .keys()
+            .chain(self.claimed_prefixes.iter())
             .map(String::as_str)
             .chain(std::iter::once("shared"))
             .filter(|other| *other != plugin)
@@ -426,7 +440,12 @@ impl Registry {
                 let reason = if normalized(other) == shared {
                     format!("plugin name '{plugin}' would share the prefix of shared resources ('shared_')")
                 } else {
-                    format!("plugin name '{plugin}' overlaps the prefix of loaded plugin '{other}', so their physical names could meet")
+                    let whose = if self.plugins.contains_key(other) {
+                        "loaded plugin"
+                    } else {
+                        "plugin"
+                    };
+                    format!("plugin name '{plugin}' overlaps the prefix of {whose} '{other}', so their physical names could meet (a prefix that held resources stays claimed after unload)")
                 };
                 Err(Error::Plugin(warden_runtime::Error::invalid_name(reason)))
             }
@@ -616,6 +635,20 @@ impl Core {
         let name = prepared.description.manifest.name.clone();
         let reloaded = self.registry.borrow().plugins.contains_key(&name);
         self.persist_loaded(&name, prepared.source.as_deref()).await;
+        let holds_resources = [
+            ResourceKind::Table,
+            ResourceKind::Topic,
+            ResourceKind::Bucket,
+        ]
+        .iter()
+        .any(|kind| grants.grants(*kind).iter().any(|grant| !grant.shared));
+        if holds_resources && !self.registry.borrow().claimed_prefixes.contains(&name) {
+            self.persist_claim(&name).await;
+            self.registry
+                .borrow_mut()
+                .claimed_prefixes
+                .insert(name.clone());
+        }
         if let Some(overrides) = &overrides {
             let stored =
                 Some(overrides).filter(|overrides| **overrides != ResourceOverrides::default());
@@ -949,6 +982,14 @@ impl Core {
         }
     }
 
+    async fn persist_claim(&self, name: &str) {
+        if let Some(store) = self.store() {
+            if let Err(error) = store.claim_prefix(name).await {
+                tracing::warn!(plugin = %name, %error, "could not record the claimed name prefix");
+            }
+        }
+    }
+
     async fn persist_overrides(&self, name: &str, overrides: Option<&ResourceOverrides>) {
         if let Some(store) = self.store() {
             if let Err(error) = store.save_overrides(name, overrides).await {
@@ -958,7 +999,11 @@ impl Core {
     }
 
     async fn restore(&self, state: StoredState) -> ScanReport {
-        self.registry.borrow_mut().overrides = state.overrides;
+        {
+            let mut registry = self.registry.borrow_mut();
+            registry.overrides = state.overrides;
+            registry.claimed_prefixes.extend(state.claimed_prefixes);
+        }
         let mut report = ScanReport::default();
         for source in state.loaded_sources {
             match self.load(PluginSource::File(source.clone()), None).await {
@@ -1008,8 +1053,12 @@ impl Core {
     }
 }
 
-/// Creates the plugin's declared topics and buckets before its `initialize` runs.
+/// Prepares the plugin's database role and creates its declared topics and buckets before its
+/// `initialize` runs.
 async fn ensure_resources(gateways: &PluginGateways) -> Result<()> {
+    if let Some(database) = &gateways.database {
+        flatten(database.send(PrepareDatabase).await)?;
+    }
     if let Some(kafka) = &gateways.kafka {
         flatten(kafka.send(EnsureTopics).await)?;
     }

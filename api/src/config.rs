@@ -8,8 +8,12 @@ use clap::{Args, Parser, Subcommand};
 use figment::providers::{Env, Format as _, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
-use warden_runtime::PluginLimits;
 use warden_actors::gateways::kafka::DEFAULT_MAX_CONSUMERS_PER_PLUGIN;
+use warden_actors::gateways::DatabaseSettings;
+use warden_runtime::PluginLimits;
+
+/// Connections in Warden's own pool, and the budget of all plugins' connections together.
+const DEFAULT_DATABASE_POOL_SIZE: usize = 16;
 
 /// The token `--dev` uses when no `WARDEN_ADMIN_TOKEN` is set.
 pub const DEV_TOKEN: &str = "dev-token";
@@ -88,8 +92,16 @@ pub struct Settings {
     pub plugin_threads: Option<usize>,
     /// Events one plugin may have queued before more are dropped for it.
     pub event_queue_capacity: usize,
-    /// Connections in the shared PostgreSQL pool.
+    /// Connections in Warden's own PostgreSQL pool, and the budget of all plugins' connections.
     pub database_pool_size: usize,
+    /// Run each plugin's SQL as its own PostgreSQL login role.
+    pub database_roles: bool,
+    /// Most connections one plugin holds at once (default: a quarter of the pool, at least 1).
+    pub database_connections_per_plugin: Option<usize>,
+    /// Most rows one query returns to a plugin.
+    pub database_max_rows: usize,
+    /// Most bytes one query returns to a plugin.
+    pub database_max_result_bytes: usize,
     /// Kafka consumers one plugin may have at once.
     pub plugin_max_consumers: usize,
 }
@@ -98,6 +110,7 @@ impl Default for Settings {
     fn default() -> Self {
         // The plugin limits' defaults live with the limits, so the runtime and the binary agree.
         let limits = PluginLimits::default();
+        let database = DatabaseSettings::with_pool_size(DEFAULT_DATABASE_POOL_SIZE);
         Settings {
             bind: "127.0.0.1:8080".into(),
             admin_token: None,
@@ -122,7 +135,11 @@ impl Default for Settings {
             plugin_restart_window_s: 60,
             plugin_threads: None,
             event_queue_capacity: 10_000,
-            database_pool_size: 16,
+            database_pool_size: database.pool_size,
+            database_roles: database.roles,
+            database_connections_per_plugin: None,
+            database_max_rows: database.max_rows,
+            database_max_result_bytes: database.max_result_bytes,
             plugin_max_consumers: DEFAULT_MAX_CONSUMERS_PER_PLUGIN,
         }
     }
@@ -142,6 +159,21 @@ struct FlagLayer {
 }
 
 impl Settings {
+    /// The database settings beyond the URL; the statement limit is the plugin call limit.
+    pub fn database_settings(&self) -> DatabaseSettings {
+        let defaults = DatabaseSettings::with_pool_size(self.database_pool_size);
+        DatabaseSettings {
+            roles: self.database_roles,
+            connections_per_plugin: self
+                .database_connections_per_plugin
+                .unwrap_or(defaults.connections_per_plugin),
+            max_rows: self.database_max_rows,
+            max_result_bytes: self.database_max_result_bytes,
+            statement_timeout: std::time::Duration::from_millis(self.plugin_call_timeout_ms),
+            ..defaults
+        }
+    }
+
     /// Reads the settings in order of precedence and checks them.
     pub fn load(args: &ServeArgs) -> anyhow::Result<Self> {
         let mut figment = Figment::from(Serialized::defaults(Settings::default()));
@@ -200,6 +232,10 @@ impl Settings {
         anyhow::ensure!(
             settings.plugin_max_timers > 0,
             "WARDEN_PLUGIN_MAX_TIMERS must be positive"
+        );
+        anyhow::ensure!(
+            settings.database_connections_per_plugin != Some(0),
+            "WARDEN_DATABASE_CONNECTIONS_PER_PLUGIN must be positive"
         );
         anyhow::ensure!(
             settings.plugin_max_consumers > 0,

@@ -111,6 +111,10 @@ pub struct PluginInfoDto {
     pub overrides: Option<Overrides>,
     /// Functions dependents may call.
     pub exports: Vec<String>,
+    /// The PostgreSQL role the plugin's statements run as; null when roles are off or no
+    /// database is configured.
+    #[serde(rename = "databaseRole")]
+    pub database_role: Option<String>,
 }
 
 impl From<PluginInfo> for PluginInfoDto {
@@ -133,6 +137,7 @@ impl From<PluginInfo> for PluginInfoDto {
             resources: ResourcesDto::from(&info.grants),
             overrides: info.overrides.clone().map(Overrides::from),
             exports: info.description.exports.clone(),
+            database_role: info.database_role.clone(),
         }
     }
 }

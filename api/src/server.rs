@@ -155,7 +155,7 @@ pub async fn run(
 fn connect_backends(settings: &Settings) -> anyhow::Result<Backends> {
     let database = match &settings.database_url {
         Some(url) => Some(
-            DatabaseBackend::connect(url, settings.database_pool_size)
+            DatabaseBackend::connect_with(url, settings.database_settings())
                 .map_err(|error| anyhow::anyhow!("invalid WARDEN_DATABASE_URL: {error}"))?,
         ),
         None => None,

@@ -330,10 +330,20 @@ mod tests {
         read_only: &[&str],
         backend: &StorageBackend,
     ) -> Addr<StorageGateway> {
-        let gateway =
-            StorageGateway::new(plugin.to_string(), grants(plugin, buckets), backend.clone())
-                .with_read_only_buckets(read_only.iter().map(|name| name.to_string()).collect())
-                .start();
+        let entries: Vec<String> = buckets
+            .iter()
+            .map(|bucket| match read_only.contains(bucket) {
+                true => format!("{bucket}:read"),
+                false => bucket.to_string(),
+            })
+            .collect();
+        let entries: Vec<&str> = entries.iter().map(String::as_str).collect();
+        let gateway = StorageGateway::new(
+            plugin.to_string(),
+            grants(plugin, &entries),
+            backend.clone(),
+        )
+        .start();
         gateway
             .send(EnsureBuckets)
             .await

@@ -17,6 +17,7 @@ use rdkafka::message::{BorrowedMessage, Header, Headers, Message as _, OwnedHead
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use serde_json::{json, Value};
 use tokio::task::JoinHandle;
+use warden_runtime::access::AccessLevel;
 use warden_runtime::ksql_guard::{guard_ksql_statement, GuardedKsql};
 use warden_runtime::resources::{consumer_group_name, ResourceGrants, ResourceKind};
 use warden_runtime::{Error, KafkaOutgoing, KafkaRecord, Result};
@@ -276,11 +277,22 @@ impl KafkaGateway {
         }
     }
 
-    /// The physical name of a topic the plugin names, or the refusal it gets.
-    fn physical_topic(&self, topic: &str) -> Result<&str> {
-        self.grants
-            .physical(ResourceKind::Topic, topic)
-            .ok_or_else(|| topic_access_denied(&self.grants, topic))
+    /// The physical name of a topic the plugin names, or the refusal it gets: not granted, or
+    /// granted at a level that does not allow `needed` (`produce` or `consume`).
+    fn physical_topic(&self, topic: &str, needed: AccessLevel) -> Result<&str> {
+        let grant = self
+            .grants
+            .grant(ResourceKind::Topic, topic)
+            .ok_or_else(|| topic_access_denied(&self.grants, topic))?;
+        if !grant.access.allows(needed) {
+            return Err(Error::AccessLevelDenied {
+                kind: ResourceKind::Topic.to_string(),
+                name: topic.to_string(),
+                granted: grant.access.to_string(),
+                needed: needed.to_string(),
+            });
+        }
+        Ok(&grant.physical)
     }
 
     /// Stops every consumer; the returned future resolves once all of them left their groups.
@@ -365,7 +377,7 @@ impl Handler<SendKafkaMessages> for KafkaGateway {
             producer_id: _,
         } = request;
         let physical = match self
-            .physical_topic(&topic)
+            .physical_topic(&topic, AccessLevel::Produce)
             .and_then(|physical| check_send_size(&messages).map(|()| physical))
         {
             Ok(physical) => physical.to_string(),
@@ -483,7 +495,10 @@ impl KafkaGateway {
     fn subscribe(&mut self, request: SubscribeConsumer) -> Result<()> {
         let mut requested = Vec::with_capacity(request.topics.len());
         for topic in &request.topics {
-            requested.push(self.physical_topic(topic)?.to_string());
+            requested.push(
+                self.physical_topic(topic, AccessLevel::Consume)?
+                    .to_string(),
+            );
         }
         let Some(entry) = self.consumers.get_mut(&request.consumer_id) else {
             return Err(kafka_error(format!(

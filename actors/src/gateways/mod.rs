@@ -12,7 +12,7 @@ pub mod store;
 
 use actix::Addr;
 
-pub use database::{DatabaseBackend, DatabaseGateway};
+pub use database::{DatabaseBackend, DatabaseGateway, DatabaseSettings, PrepareDatabase};
 pub use garage_keys::{GarageAdminConfig, GarageKeys};
 pub use kafka::{KafkaBackend, KafkaGateway};
 pub use storage::{StorageBackend, StorageConfig, StorageGateway};

@@ -11,6 +11,7 @@ use s3::error::S3Error;
 use s3::request::tokio_backend::ReqwestRequest;
 use s3::request::Request;
 use s3::{Bucket, BucketConfiguration, Region};
+use warden_runtime::access::AccessLevel;
 use warden_runtime::resources::{ResourceGrants, ResourceKind};
 use warden_runtime::{Error, Result};
 
@@ -222,6 +223,17 @@ pub enum StorageOperation {
 }
 
 impl StorageOperation {
+    /// The level of a bucket the operation needs: `read` for reading, `all` for changing.
+    fn level_needed(&self) -> AccessLevel {
+        match self {
+            StorageOperation::Upload { .. } | StorageOperation::Delete { .. } => AccessLevel::All,
+            StorageOperation::Download { .. }
+            | StorageOperation::Exists { .. }
+            | StorageOperation::List { .. }
+            | StorageOperation::Presign { .. } => AccessLevel::Read,
+        }
+    }
+
     /// The operation's name in metrics and logs.
     fn name(&self) -> &'static str {
         match self {
@@ -287,8 +299,6 @@ pub struct StorageGateway {
     /// A handle per granted bucket, by physical name, made once here so that a request only
     /// clones an `Arc` before it leaves the actor.
     buckets: HashMap<String, Arc<Bucket>>,
-    /// Buckets (as the plugin names them) its own key may only read.
-    read_only_buckets: Vec<String>,
     /// The plugin's own key and the credentials made of it, once [`EnsureBuckets`] made them.
     plugin_key: Option<(PluginKey, Credentials)>,
 }
@@ -301,18 +311,10 @@ impl StorageGateway {
             grants,
             backend,
             buckets: HashMap::new(),
-            read_only_buckets: Vec::new(),
             plugin_key: None,
         };
         gateway.make_bucket_handles();
         gateway
-    }
-
-    /// The same gateway, whose own key (with Garage's admin API) may only read the buckets
-    /// the plugin calls `names`; every other granted bucket is read and write.
-    pub fn with_read_only_buckets(mut self, names: Vec<String>) -> Self {
-        self.read_only_buckets = names;
-        self
     }
 
     /// A handle per granted bucket, signed with the plugin's key when it has one.
@@ -336,7 +338,7 @@ impl StorageGateway {
     fn bucket_accesses(&self) -> Vec<BucketAccess> {
         let mut accesses: Vec<BucketAccess> = Vec::new();
         for grant in self.grants.grants(ResourceKind::Bucket) {
-            let read_only = self.read_only_buckets.contains(&grant.name);
+            let read_only = grant.access == AccessLevel::Read;
             match accesses
                 .iter_mut()
                 .find(|access| access.physical == grant.physical)
@@ -377,15 +379,24 @@ impl StorageGateway {
     }
 
     /// The handle on the bucket the plugin calls `name`, or the refusal that names the buckets
-    /// it may use.
-    fn granted_bucket(&self, name: &str) -> Result<Arc<Bucket>> {
-        let physical = self
+    /// it may use, or the level it holds when the operation needs `all`.
+    fn granted_bucket(&self, name: &str, needed: AccessLevel) -> Result<Arc<Bucket>> {
+        let grant = self
             .grants
-            .physical(ResourceKind::Bucket, name)
+            .grant(ResourceKind::Bucket, name)
             .ok_or_else(|| Error::BucketAccessDenied {
                 bucket: name.to_string(),
                 allowed: self.grants.names(ResourceKind::Bucket),
             })?;
+        if !grant.access.allows(needed) {
+            return Err(Error::AccessLevelDenied {
+                kind: ResourceKind::Bucket.to_string(),
+                name: name.to_string(),
+                granted: grant.access.to_string(),
+                needed: needed.to_string(),
+            });
+        }
+        let physical = grant.physical.as_str();
         // With per-plugin keys, nothing is signed with the shared key on the plugin's behalf.
         if self.backend.has_plugin_keys() && self.plugin_key.is_none() {
             return Err(s3_error(format!(
@@ -460,7 +471,7 @@ impl Handler<StorageRequest> for StorageGateway {
     fn handle(&mut self, request: StorageRequest, _: &mut Self::Context) -> Self::Result {
         let operation_name = request.operation.name();
         let checked = self
-            .granted_bucket(&request.bucket)
+            .granted_bucket(&request.bucket, request.operation.level_needed())
             .and_then(|bucket| request.operation.validate().map(|()| bucket));
         let bucket = match checked {
             Ok(bucket) => bucket,

@@ -10,7 +10,7 @@ use super::DatabaseBackend;
 
 /// The schema and tables, each created only when missing. `open` runs them one at a time so
 /// that losing a creation race to another process fails only that statement.
-const CREATE_STATEMENTS: [&str; 3] = [
+const CREATE_STATEMENTS: [&str; 4] = [
     "CREATE SCHEMA IF NOT EXISTS warden",
     "CREATE TABLE IF NOT EXISTS warden.overrides (
         name text PRIMARY KEY,
@@ -23,7 +23,17 @@ const CREATE_STATEMENTS: [&str; 3] = [
         loaded_at timestamptz NOT NULL DEFAULT clock_timestamp(),
         position bigserial
     )",
+    // A plugin name whose prefix once held resources: no later plugin may overlap it.
+    "CREATE TABLE IF NOT EXISTS warden.claimed_prefixes (
+        name text PRIMARY KEY,
+        claimed_at timestamptz NOT NULL DEFAULT clock_timestamp()
+    )",
 ];
+
+const SELECT_CLAIMED: &str = "SELECT name FROM warden.claimed_prefixes ORDER BY name";
+
+const INSERT_CLAIMED: &str =
+    "INSERT INTO warden.claimed_prefixes (name) VALUES ($1) ON CONFLICT (name) DO NOTHING";
 
 const SELECT_OVERRIDES: &str = "SELECT name, overrides FROM warden.overrides ORDER BY name";
 
@@ -48,6 +58,8 @@ pub struct StoredState {
     pub overrides: BTreeMap<String, ResourceOverrides>,
     /// Files (relative to the plugins directory) of plugins that were loaded, in load order.
     pub loaded_sources: Vec<String>,
+    /// Plugin names whose prefixes are claimed, loaded or not.
+    pub claimed_prefixes: Vec<String>,
 }
 
 /// Reads and writes Warden's state; every write is one statement, so a crash never leaves half.
@@ -110,10 +122,29 @@ impl StateStore {
             .map(|row| row.try_get::<_, String>(0))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|error| format!("cannot read the stored loaded plugins: {error}"))?;
+        let claimed_prefixes = client
+            .query(SELECT_CLAIMED, &[])
+            .await
+            .map_err(|error| format!("cannot read the claimed prefixes: {}", describe(&error)))?
+            .iter()
+            .map(|row| row.try_get::<_, String>(0))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|error| format!("cannot read the claimed prefixes: {error}"))?;
         Ok(StoredState {
             overrides,
             loaded_sources,
+            claimed_prefixes,
         })
+    }
+
+    /// Records that plugin `name` held resources, so its prefix stays claimed after unload.
+    pub async fn claim_prefix(&self, name: &str) -> std::result::Result<(), String> {
+        let client = connection(&self.backend, "claim a name prefix").await?;
+        client
+            .execute(INSERT_CLAIMED, &[&name])
+            .await
+            .map(drop)
+            .map_err(|error| format!("cannot claim the prefix of '{name}': {}", describe(&error)))
     }
 
     /// Stores (`Some`) or removes (`None`) a plugin name's overrides.

@@ -6,6 +6,7 @@ use super::{
     ALLOWED_PROPERTIES, CLAUSE_KEYWORDS, DURATION_WORDS, FORBIDDEN_IN_EXPRESSIONS, MAX_PARTITIONS,
     MAX_REPLICAS, PARENTHESIZED_KEYWORDS, RESERVED_NAMES,
 };
+use crate::access::AccessLevel;
 use crate::error::{Error, Result};
 use crate::resources::{physical_name, ResourceGrants, ResourceKind};
 
@@ -452,14 +453,23 @@ impl<'a> Guard<'a> {
         let value = self.peek().cloned();
         match (key, value) {
             ("KAFKA_TOPIC", Some(Token::Text(topic))) => {
-                let physical = self
+                let grant = self
                     .grants
-                    .physical(ResourceKind::Topic, &topic)
+                    .grant(ResourceKind::Topic, &topic)
                     .ok_or_else(|| Error::TopicAccessDenied {
                         topic: topic.clone(),
                         allowed: self.grants.names(ResourceKind::Topic),
                     })?;
-                self.output.push(Token::Text(physical.to_string()));
+                // A stream both reads and writes its topic, so it needs the topic at `all`.
+                if !grant.access.allows(AccessLevel::All) {
+                    return Err(Error::AccessLevelDenied {
+                        kind: ResourceKind::Topic.to_string(),
+                        name: topic.clone(),
+                        granted: grant.access.to_string(),
+                        needed: AccessLevel::All.to_string(),
+                    });
+                }
+                self.output.push(Token::Text(grant.physical.clone()));
                 self.position += 1;
                 Ok(())
             }

@@ -47,6 +47,10 @@ const ALLOWED_NAMED_TYPES: &[&str] = &[
     "inet",
     "cidr",
     "macaddr",
+    // An object number, and the one-byte internal `"char"`: values only, unlike the `reg*`
+    // types that look names up.
+    "oid",
+    "char",
 ];
 
 /// The functions in `FROM` of a statement, by the name the statement reads them by, with the

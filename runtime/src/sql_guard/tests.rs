@@ -1002,7 +1002,6 @@ fn object_identifier_types_and_row_types_are_refused_everywhere() {
         "SELECT ARRAY['a']::regclass[]",
         "SELECT 'postgres'::regrole",
         "SELECT 'public'::regnamespace",
-        "SELECT '1'::oid",
         "SELECT '<a/>'::xml",
         "SELECT ROW(1)::victim_secrets",
         "CREATE TABLE items (pinned victim_secrets)",

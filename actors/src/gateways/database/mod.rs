@@ -149,6 +149,11 @@ impl DatabaseBackend {
         &self.pool
     }
 
+    /// The role `plugin`'s statements run as, once roles are known to be on.
+    pub fn role_of(&self, plugin: &str) -> Option<String> {
+        self.plugins.role_of(plugin)
+    }
+
     /// Whether PostgreSQL answers `SELECT 1` within a second.
     pub async fn check(&self) -> bool {
         let probe = async {

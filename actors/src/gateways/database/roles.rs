@@ -215,6 +215,12 @@ impl PluginDatabaseAccess {
         }
     }
 
+    /// The role `plugin`'s statements run as, once roles are known to be on.
+    pub(super) fn role_of(&self, plugin: &str) -> Option<String> {
+        let context = self.roles_active.get()?.as_ref()?;
+        database_role_name(&context.database, plugin).ok()
+    }
+
     pub(super) fn settings(&self) -> &DatabaseSettings {
         &self.settings
     }
@@ -240,7 +246,8 @@ impl PluginDatabaseAccess {
         };
         let role = database_role_name(&context.database, plugin)?;
         let password = random_password()?;
-        let admin = self.admin_client().await?;
+        let mut client = self.admin_client().await?;
+        let admin = locked_transaction(&mut client).await?;
         let role_sql = quote_identifier(&role);
         let attributes = format!(
             "LOGIN NOINHERIT NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS \
@@ -303,6 +310,7 @@ impl PluginDatabaseAccess {
                 hand_over_private_table(&admin, &grant.physical, &role).await?;
             }
         }
+        admin.commit().await.map_err(database_error)?;
         let config = self.plugin_config(Some((&role, &password)));
         let pool = self.open_pool(config, self.settings.connections_per_plugin)?;
         Ok(PluginPool {
@@ -318,8 +326,10 @@ impl PluginDatabaseAccess {
         if self.role_context().await?.is_none() {
             return Ok(());
         }
-        let admin = self.admin_client().await?;
-        self.sync_shared_table(&admin, physical).await
+        let mut client = self.admin_client().await?;
+        let admin = locked_transaction(&mut client).await?;
+        self.sync_shared_table(&admin, physical).await?;
+        admin.commit().await.map_err(database_error)
     }
 
     fn register_shared_table(&self, physical: &str, role: &str, level: AccessLevel) {
@@ -336,7 +346,7 @@ impl PluginDatabaseAccess {
 
     async fn sync_shared_table(
         &self,
-        admin: &deadpool_postgres::Client,
+        admin: &deadpool_postgres::Transaction<'_>,
         physical: &str,
     ) -> Result<()> {
         let owner = admin
@@ -415,7 +425,8 @@ impl PluginDatabaseAccess {
     async fn role_context(&self) -> Result<Option<RoleContext>> {
         self.roles_active
             .get_or_try_init(|| async {
-                let admin = self.admin_client().await?;
+                let mut client = self.admin_client().await?;
+                let admin = locked_transaction(&mut client).await?;
                 let row = admin
                     .query_one(
                         "SELECT rolsuper, rolcreaterole, current_database() FROM pg_roles \
@@ -455,7 +466,9 @@ impl PluginDatabaseAccess {
                     .await
                 {
                     tracing::warn!(%error, "cannot revoke TEMPORARY on the database from PUBLIC");
+                    return Ok(Some(RoleContext { database }));
                 }
+                admin.commit().await.map_err(database_error)?;
                 Ok(Some(RoleContext { database }))
             })
             .await
@@ -520,7 +533,7 @@ impl PluginDatabaseAccess {
 /// Gives a plugin's existing private table to its role (tables made before roles were on, or by
 /// Warden's user, belong to someone else).
 async fn hand_over_private_table(
-    admin: &deadpool_postgres::Client,
+    admin: &deadpool_postgres::Transaction<'_>,
     physical: &str,
     role: &str,
 ) -> Result<()> {
@@ -544,6 +557,22 @@ async fn hand_over_private_table(
             .map_err(|error| role_error(physical, "cannot hand over table", error)),
         _ => Ok(()),
     }
+}
+
+/// The advisory lock that serializes role and grant changes of every Warden on the server:
+/// PostgreSQL fails concurrent `GRANT`s on one object ("tuple concurrently updated").
+const ROLE_CHANGES_LOCK: i64 = 0x5741_5244_454e_0001;
+
+/// A transaction on Warden's own connection holding [`ROLE_CHANGES_LOCK`] until it ends.
+async fn locked_transaction(
+    client: &mut deadpool_postgres::Client,
+) -> Result<deadpool_postgres::Transaction<'_>> {
+    let transaction = client.transaction().await.map_err(database_error)?;
+    transaction
+        .execute("SELECT pg_advisory_xact_lock($1)", &[&ROLE_CHANGES_LOCK])
+        .await
+        .map_err(database_error)?;
+    Ok(transaction)
 }
 
 /// A PostgreSQL identifier in double quotes, with inner quotes doubled.

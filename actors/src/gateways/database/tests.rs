@@ -16,7 +16,7 @@ fn database_url() -> String {
 }
 
 fn backend() -> DatabaseBackend {
-    DatabaseBackend::connect(&database_url(), 4).expect("test database url is valid")
+    DatabaseBackend::connect(&database_url(), 16).expect("test database url is valid")
 }
 
 /// A plugin name no other test (in this process or another) uses, so tables never clash.
