@@ -87,10 +87,10 @@ pub enum Error {
     /// on it (`kind` is `table`, `topic` or `bucket`; levels as in `PLUGIN_API.md`).
     #[error("{kind} '{name}' is granted '{granted}' access, and this needs '{needed}'")]
     AccessLevelDenied {
-        kind: String,
+        kind: &'static str,
         name: String,
-        granted: String,
-        needed: String,
+        granted: &'static str,
+        needed: &'static str,
     },
 
     /// A statement could reach outside the plugin's tables, or is of a refused kind.
@@ -173,7 +173,7 @@ impl Error {
             Error::InvalidEvent { .. } => "InvalidEventError",
             Error::InvalidValue { .. } => "TypeError",
             Error::TableAccessDenied { .. } => "TableAccessDeniedError",
-            Error::AccessLevelDenied { kind, .. } => match kind.as_str() {
+            Error::AccessLevelDenied { kind, .. } => match *kind {
                 "topic" => "TopicAccessDeniedError",
                 "bucket" => "BucketAccessDeniedError",
                 _ => "TableAccessDeniedError",

@@ -84,13 +84,20 @@ impl ResourceKind {
     ];
 }
 
-impl fmt::Display for ResourceKind {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter.write_str(match self {
+impl ResourceKind {
+    /// `table`, `topic` or `bucket`.
+    pub fn as_str(self) -> &'static str {
+        match self {
             ResourceKind::Table => "table",
             ResourceKind::Topic => "topic",
             ResourceKind::Bucket => "bucket",
-        })
+        }
+    }
+}
+
+impl fmt::Display for ResourceKind {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(self.as_str())
     }
 }
 

@@ -286,10 +286,10 @@ impl KafkaGateway {
             .ok_or_else(|| topic_access_denied(&self.grants, topic))?;
         if !grant.access.allows(needed) {
             return Err(Error::AccessLevelDenied {
-                kind: ResourceKind::Topic.to_string(),
+                kind: ResourceKind::Topic.as_str(),
                 name: topic.to_string(),
-                granted: grant.access.to_string(),
-                needed: needed.to_string(),
+                granted: grant.access.as_str(),
+                needed: needed.as_str(),
             });
         }
         Ok(&grant.physical)

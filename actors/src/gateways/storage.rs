@@ -390,10 +390,10 @@ impl StorageGateway {
             })?;
         if !grant.access.allows(needed) {
             return Err(Error::AccessLevelDenied {
-                kind: ResourceKind::Bucket.to_string(),
+                kind: ResourceKind::Bucket.as_str(),
                 name: name.to_string(),
-                granted: grant.access.to_string(),
-                needed: needed.to_string(),
+                granted: grant.access.as_str(),
+                needed: needed.as_str(),
             });
         }
         let physical = grant.physical.as_str();

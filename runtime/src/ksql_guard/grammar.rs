@@ -463,10 +463,10 @@ impl<'a> Guard<'a> {
                 // A stream both reads and writes its topic, so it needs the topic at `all`.
                 if !grant.access.allows(AccessLevel::All) {
                     return Err(Error::AccessLevelDenied {
-                        kind: ResourceKind::Topic.to_string(),
+                        kind: ResourceKind::Topic.as_str(),
                         name: topic.clone(),
-                        granted: grant.access.to_string(),
-                        needed: AccessLevel::All.to_string(),
+                        granted: grant.access.as_str(),
+                        needed: AccessLevel::All.as_str(),
                     });
                 }
                 self.output.push(Token::Text(grant.physical.clone()));

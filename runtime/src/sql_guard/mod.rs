@@ -315,10 +315,10 @@ impl<'a> Guard<'a> {
         };
         if !grant.access.allows(needed) {
             return Err(Error::AccessLevelDenied {
-                kind: ResourceKind::Table.to_string(),
+                kind: ResourceKind::Table.as_str(),
                 name: table.into_owned(),
-                granted: grant.access.to_string(),
-                needed: needed.to_string(),
+                granted: grant.access.as_str(),
+                needed: needed.as_str(),
             });
         }
         let physical = Ident::with_quote('"', grant.physical.as_str());

@@ -1045,7 +1045,7 @@ fn leveled_grants() -> ResourceGrants {
     ResourceGrants::resolve(PLUGIN, &tables, &[], &[], None).expect("valid grants")
 }
 
-fn level_refusal(sql: &str) -> (String, String, String) {
+fn level_refusal(sql: &str) -> (String, &'static str, &'static str) {
     match guard_statement(PLUGIN, sql, &leveled_grants()) {
         Err(Error::AccessLevelDenied {
             kind,
@@ -1091,7 +1091,7 @@ fn a_read_table_is_read_anywhere_and_written_nowhere() {
     ] {
         assert_eq!(
             level_refusal(sql),
-            ("rates".to_string(), "read".to_string(), "write".to_string()),
+            ("rates".to_string(), "read", "write"),
             "{sql:?}"
         );
     }
@@ -1110,7 +1110,7 @@ fn ddl_indexes_truncate_and_references_need_owner() {
     ] {
         assert_eq!(
             level_refusal(sql),
-            ("log".to_string(), "write".to_string(), "owner".to_string()),
+            ("log".to_string(), "write", "owner"),
             "{sql:?}"
         );
     }

@@ -22,7 +22,7 @@ const BACKEND_PATIENCE: Duration = Duration::from_secs(60);
 /// `prefix_<8 random base-36 characters>`: a plugin name no other test, and no earlier run,
 /// uses. Lowercase letters and digits only after the `_`, so it is also fine inside table,
 /// topic and bucket names.
-fn unique(prefix: &str) -> String {
+pub(crate) fn unique(prefix: &str) -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
     let mut hasher = RandomState::new().build_hasher();
     hasher.write_u32(std::process::id());
@@ -44,7 +44,7 @@ fn unique(prefix: &str) -> String {
 /// Starts Warden on the local stack with `plugins` given as (plugin name, source): each file is
 /// `<name>.js`, unique like the name, so a stored "loaded" record of another test never matches
 /// a file here. Calls may take long: the subject is the gateways, not the time limit.
-fn start(plugins: &[(&str, &str)], args: &[&str]) -> WardenProcess {
+pub(crate) fn start(plugins: &[(&str, &str)], args: &[&str]) -> WardenProcess {
     let files: Vec<(String, &str)> = plugins
         .iter()
         .map(|(name, source)| (format!("{name}.js"), *source))
@@ -58,20 +58,20 @@ fn start(plugins: &[(&str, &str)], args: &[&str]) -> WardenProcess {
 
 /// Asserts that a plugin's code threw an error named `js_name` (422 `execution_failed`).
 #[track_caller]
-fn assert_plugin_error(answer: &(u16, Value), js_name: &str) {
+pub(crate) fn assert_plugin_error(answer: &(u16, Value), js_name: &str) {
     assert_error(answer, 422, "execution_failed");
     assert_eq!(answer.1["error"]["name"], js_name, "{answer:?}");
 }
 
 /// The `result` of executing `name` with `input`, asserting 200.
-async fn run(api: &Admin, name: &str, input: Value) -> Value {
+pub(crate) async fn run(api: &Admin, name: &str, input: Value) -> Value {
     let (status, body) = api.execute(name, input.clone()).await;
     assert_eq!(status, 200, "execute {name} with {input}: {body}");
     body["result"].clone()
 }
 
 /// `DELETE /plugins/{name}`, asserting 204: unloads the plugin and drops its stored record.
-async fn unload(api: &Admin, name: &str) {
+pub(crate) async fn unload(api: &Admin, name: &str) {
     let answer = api.delete(&format!("/plugins/{name}")).await;
     assert_eq!(answer.0, 204, "unload {name}: {answer:?}");
 }
@@ -116,7 +116,7 @@ fn sorted_strings(value: &Value) -> Vec<String> {
 /// A plugin named `name` allowed `tables` that runs the SQL it is given:
 /// `{sql, params?, command?}` goes to `executeCommand` when `command` is true, else to
 /// `executeQuery`; `{allowedTables: true}` answers `getAllowedTables()`.
-fn sql_plugin(name: &str, tables: &[&str]) -> String {
+pub(crate) fn sql_plugin(name: &str, tables: &[&str]) -> String {
     r#"
 export default {
   metadata: { name: "__NAME__", version: "1.0.0", allowedTables: __TABLES__ },
@@ -137,12 +137,12 @@ export default {
 }
 
 /// The rows `executeQuery(sql, params)` answers in plugin `name`.
-async fn query(api: &Admin, name: &str, sql: &str, params: Value) -> Value {
+pub(crate) async fn query(api: &Admin, name: &str, sql: &str, params: Value) -> Value {
     run(api, name, json!({ "sql": sql, "params": params })).await
 }
 
 /// The count `executeCommand(sql, params)` answers in plugin `name`.
-async fn command(api: &Admin, name: &str, sql: &str, params: Value) -> Value {
+pub(crate) async fn command(api: &Admin, name: &str, sql: &str, params: Value) -> Value {
     run(
         api,
         name,
@@ -152,7 +152,7 @@ async fn command(api: &Admin, name: &str, sql: &str, params: Value) -> Value {
 }
 
 /// The answer to running `sql` through `executeQuery` (or `executeCommand`), without asserting.
-async fn try_sql(api: &Admin, name: &str, sql: &str, use_command: bool) -> (u16, Value) {
+pub(crate) async fn try_sql(api: &Admin, name: &str, sql: &str, use_command: bool) -> (u16, Value) {
     api.execute(name, json!({ "sql": sql, "command": use_command }))
         .await
 }

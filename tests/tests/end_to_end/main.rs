@@ -21,6 +21,9 @@ mod http_extras;
 /// Load, list, unload (with dependents and cascade), reload, overrides, scan, `--watch` and
 /// shutdown on SIGTERM.
 mod lifecycle;
+/// Attacks a hostile plugin would send, by family: each refused with a typed error, nothing read,
+/// written or harmed, and the database role refusing the same SQL run without the guard.
+mod red_team;
 /// Limits and supervision: runaway loops, heap exhaustion, restarts, the failed state, failing
 /// `initialize`, throwing listeners.
 mod supervision;

@@ -461,10 +461,10 @@ async fn check_dropped_indexes(
             Some(grant) if grant.access.allows(AccessLevel::Owner) => {}
             Some(grant) => {
                 return Err(Error::AccessLevelDenied {
-                    kind: ResourceKind::Table.to_string(),
+                    kind: ResourceKind::Table.as_str(),
                     name: grant.name.clone(),
-                    granted: grant.access.to_string(),
-                    needed: AccessLevel::Owner.to_string(),
+                    granted: grant.access.as_str(),
+                    needed: AccessLevel::Owner.as_str(),
                 })
             }
             None => {
