@@ -183,14 +183,7 @@ impl GarageKeys {
 
     async fn allow_on_buckets(&self, key: &PluginKey, buckets: &[BucketAccess]) -> Result<()> {
         for bucket in buckets {
-            let info = self
-                .call(
-                    reqwest::Method::GET,
-                    "GetBucketInfo",
-                    &[("globalAlias", bucket.physical.as_str())],
-                    None,
-                )
-                .await?;
+            let info = self.bucket_by_global_alias(&bucket.physical).await?;
             let Some(bucket_id) = info.get("id").and_then(Value::as_str) else {
                 return Err(admin_error(format!(
                     "GetBucketInfo for bucket '{}' answered without an id",
@@ -223,6 +216,45 @@ impl GarageKeys {
         )
         .await
         .map(drop)
+    }
+
+    /// The bucket whose global alias is `physical`. A bucket made through the S3 API has only
+    /// a local alias in the namespace of the key that made it (Warden's own); it gets the
+    /// global alias here, so that the plugin's key can name it too.
+    async fn bucket_by_global_alias(&self, physical: &str) -> Result<Value> {
+        let by_alias = [("globalAlias", physical)];
+        if let Ok(info) = self
+            .call(reqwest::Method::GET, "GetBucketInfo", &by_alias, None)
+            .await
+        {
+            return Ok(info);
+        }
+        let buckets = self
+            .call(reqwest::Method::GET, "ListBuckets", &[], None)
+            .await?;
+        let bucket_id = buckets
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|bucket| {
+                bucket["localAliases"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|alias| alias["alias"].as_str() == Some(physical))
+            })
+            .and_then(|bucket| bucket["id"].as_str())
+            .ok_or_else(|| admin_error(format!("no bucket is named '{physical}'")))?
+            .to_string();
+        self.call(
+            reqwest::Method::POST,
+            "AddBucketAlias",
+            &[],
+            Some(json!({ "bucketId": bucket_id, "globalAlias": physical })),
+        )
+        .await?;
+        self.call(reqwest::Method::GET, "GetBucketInfo", &by_alias, None)
+            .await
     }
 
     fn live_keys(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
@@ -521,8 +553,9 @@ mod tests {
         let refused = request(&first_gateway, "ref", upload("w.txt", "x"))
             .await
             .unwrap_err();
+        // The gateway refuses it first, by level; the key could not write either.
         assert!(
-            refused.to_string().contains("403"),
+            matches!(&refused, Error::AccessLevelDenied { name, granted: "read", needed: "all", .. } if name == "ref"),
             "a read-only bucket took a write: {refused}"
         );
 
