@@ -329,8 +329,8 @@ async fn database_round_trips_every_json_type_and_counts_rows() {
     assert_eq!(
         info["resources"]["tables"],
         json!([
-            { "name": "things", "physical": format!("{name}_things") },
-            { "name": "owners", "physical": format!("{name}_owners") },
+            { "name": "things", "physical": format!("{name}_things"), "access": "owner" },
+            { "name": "owners", "physical": format!("{name}_owners"), "access": "owner" },
         ]),
         "{info}"
     );
@@ -537,7 +537,8 @@ async fn a_shared_table_override_lets_two_plugins_use_one_table() {
     let api = &warden.admin();
 
     let overrides = json!({ "tableNameMap": { "users": format!("shared:{shared}") } });
-    let tables = json!([{ "name": "users", "physical": format!("shared_{shared}") }]);
+    let tables =
+        json!([{ "name": "users", "physical": format!("shared_{shared}"), "access": "owner" }]);
     for name in [&first, &second] {
         let info = put_overrides(api, name, overrides.clone()).await;
         assert_eq!(info["resources"]["tables"], tables, "{info}");
@@ -598,14 +599,14 @@ async fn overrides_replace_the_allowed_tables_and_map_names_to_private_tables() 
     let api = &warden.admin();
     assert_eq!(
         api.plugin(&name).await["resources"]["tables"],
-        json!([{ "name": "users", "physical": format!("{name}_users") }])
+        json!([{ "name": "users", "physical": format!("{name}_users"), "access": "owner" }])
     );
 
     // An allowed list replaces the declared one.
     let info = put_overrides(api, &name, json!({ "allowedTables": ["audit"] })).await;
     assert_eq!(
         info["resources"]["tables"],
-        json!([{ "name": "audit", "physical": format!("{name}_audit") }]),
+        json!([{ "name": "audit", "physical": format!("{name}_audit"), "access": "owner" }]),
         "{info}"
     );
     assert_eq!(
@@ -622,7 +623,8 @@ async fn overrides_replace_the_allowed_tables_and_map_names_to_private_tables() 
     // A name map to a plain name: still the plugin's own table, under another name.
     let mapped = json!({ "tableNameMap": { "users": "crm_users" } });
     let info = put_overrides(api, &name, mapped.clone()).await;
-    let mapped_tables = json!([{ "name": "users", "physical": format!("{name}_crm_users") }]);
+    let mapped_tables =
+        json!([{ "name": "users", "physical": format!("{name}_crm_users"), "access": "owner" }]);
     assert_eq!(info["resources"]["tables"], mapped_tables, "{info}");
     assert_eq!(
         run(api, &name, json!({ "allowedTables": true })).await,
@@ -738,7 +740,7 @@ async fn kafka_messages_come_back_in_order_with_keys_headers_and_the_plugins_top
     let info = api.plugin(&name).await;
     assert_eq!(
         info["resources"]["topics"],
-        json!([{ "name": "events", "physical": format!("{name}_events") }]),
+        json!([{ "name": "events", "physical": format!("{name}_events"), "access": "all" }]),
         "{info}"
     );
     assert_eq!(
@@ -931,7 +933,7 @@ async fn s3_objects_round_trip_as_text_and_bytes_and_presigned_urls_need_no_cred
     let info = api.plugin(&name).await;
     assert_eq!(
         info["resources"]["buckets"],
-        json!([{ "name": "data", "physical": format!("{}-data", name.replace('_', "-")) }]),
+        json!([{ "name": "data", "physical": format!("{}-data", name.replace('_', "-")), "access": "all" }]),
         "{info}"
     );
     assert_eq!(
@@ -1187,7 +1189,8 @@ async fn stored_overrides_survive_a_restart() {
     let overrides = json!({ "tableNameMap": { "users": "crm_users" } });
     let later_overrides =
         json!({ "allowedTopics": ["later-events"], "bucketNameMap": { "data": "archive" } });
-    let mapped_tables = json!([{ "name": "users", "physical": format!("{name}_crm_users") }]);
+    let mapped_tables =
+        json!([{ "name": "users", "physical": format!("{name}_crm_users"), "access": "owner" }]);
     {
         let api = &warden.admin();
         let (status, info) = api.load(&format!("{name}.js")).await;
@@ -1256,7 +1259,8 @@ async fn plugins_loaded_at_shutdown_are_loaded_again_with_their_overrides() {
     let plugin = sql_plugin(&name, &["users"]);
     let mut warden = start(&[(&name, &plugin)], &["--no-load-all"]);
     let overrides = json!({ "allowedTables": ["audit"] });
-    let tables = json!([{ "name": "audit", "physical": format!("{name}_audit") }]);
+    let tables =
+        json!([{ "name": "audit", "physical": format!("{name}_audit"), "access": "owner" }]);
     {
         let api = &warden.admin();
         let (status, info) = api

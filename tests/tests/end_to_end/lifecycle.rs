@@ -79,12 +79,13 @@ async fn loading_a_js_plugin_answers_its_plugin_info() {
         "dependencies": ["users"], "dependents": [],
         "restarts": 0,
         "resources": {
-            "tables":  [{ "name": "orders", "physical": "orders_orders" }],
-            "topics":  [{ "name": "order-events", "physical": "orders_order-events" }],
-            "buckets": [{ "name": "invoices", "physical": "orders-invoices" }]
+            "tables":  [{ "name": "orders", "physical": "orders_orders", "access": "owner" }],
+            "topics":  [{ "name": "order-events", "physical": "orders_order-events", "access": "all" }],
+            "buckets": [{ "name": "invoices", "physical": "orders-invoices", "access": "all" }]
         },
         "overrides": null,
-        "exports": ["findOrder"]
+        "exports": ["findOrder"],
+        "databaseRole": null
     });
     assert_eq!(orders, expected);
     assert_eq!(api.get("/plugins/orders").await, (200, expected));
@@ -273,7 +274,7 @@ export default {{
         .await;
     assert_eq!(status, 201, "{loaded}");
     assert_eq!(loaded["overrides"], overrides);
-    let shared = json!([{ "name": "orders", "physical": "shared_orders" }]);
+    let shared = json!([{ "name": "orders", "physical": "shared_orders", "access": "owner" }]);
     assert_eq!(loaded["resources"]["tables"], shared);
 
     warden.write_plugin("shop.js", &version("2.0.0"));
@@ -359,8 +360,8 @@ export default { metadata: { name: "later", version: "1.0.0", allowedTables: ["i
     assert_eq!(
         later_info["resources"]["tables"],
         json!([
-            { "name": "items", "physical": "later_items" },
-            { "name": "archive", "physical": "later_archive" }
+            { "name": "items", "physical": "later_items", "access": "owner" },
+            { "name": "archive", "physical": "later_archive", "access": "owner" }
         ])
     );
 
@@ -370,9 +371,9 @@ export default { metadata: { name: "later", version: "1.0.0", allowedTables: ["i
     assert_eq!(
         info["resources"],
         json!({
-            "tables": [{ "name": "orders", "physical": "shop_orders" }],
-            "topics": [{ "name": "events", "physical": "shop_events" }],
-            "buckets": [{ "name": "data", "physical": "shop-data" }]
+            "tables": [{ "name": "orders", "physical": "shop_orders", "access": "owner" }],
+            "topics": [{ "name": "events", "physical": "shop_events", "access": "all" }],
+            "buckets": [{ "name": "data", "physical": "shop-data", "access": "all" }]
         })
     );
     let overrides = json!({
@@ -394,11 +395,11 @@ export default { metadata: { name: "later", version: "1.0.0", allowedTables: ["i
         plugin["resources"],
         json!({
             "tables": [
-                { "name": "orders", "physical": "shared_orders" },
-                { "name": "customers", "physical": "shop_customers" }
+                { "name": "orders", "physical": "shared_orders", "access": "owner" },
+                { "name": "customers", "physical": "shop_customers", "access": "owner" }
             ],
-            "topics": [{ "name": "events", "physical": "shared_events" }],
-            "buckets": [{ "name": "data", "physical": "shared-data" }]
+            "topics": [{ "name": "events", "physical": "shared_events", "access": "all" }],
+            "buckets": [{ "name": "data", "physical": "shared-data", "access": "all" }]
         })
     );
     assert_eq!(api.get("/plugins/shop").await, (200, plugin.clone()));
@@ -414,7 +415,7 @@ export default { metadata: { name: "later", version: "1.0.0", allowedTables: ["i
     assert_eq!(info["overrides"], Value::Null);
     assert_eq!(
         info["resources"]["tables"],
-        json!([{ "name": "orders", "physical": "shop_orders" }])
+        json!([{ "name": "orders", "physical": "shop_orders", "access": "owner" }])
     );
     assert_eq!(
         api.delete("/plugins/nobody/overrides").await,

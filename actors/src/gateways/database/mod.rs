@@ -372,6 +372,13 @@ impl Handler<ExecuteSql> for DatabaseGateway {
             };
             let deadline = tokio::time::Instant::now() + settings.statement_timeout;
             check_dropped_indexes(&connections.pool, &checked, &opener.grants, deadline).await?;
+            let changes_shared_tables = checked.changes_schema && !checked.shared_tables.is_empty();
+            if let (true, Some(role)) = (changes_shared_tables, &connections.role) {
+                opener
+                    .access
+                    .lend_shared_tables(role, &checked.shared_tables)
+                    .await?;
+            }
             let outcome = run_statement(
                 &connections.pool,
                 &checked,
@@ -380,13 +387,13 @@ impl Handler<ExecuteSql> for DatabaseGateway {
                 limits,
                 deadline,
             )
-            .await?;
-            if checked.changes_schema {
+            .await;
+            if changes_shared_tables {
                 for table in &checked.shared_tables {
                     opener.access.shared_table_changed(table).await?;
                 }
             }
-            Ok(outcome)
+            outcome
         })
     }
 }

@@ -259,16 +259,41 @@ impl PluginDatabaseAccess {
             .await
             .map_err(database_error)?
             .is_some();
-        let created = !exists
-            && admin
-                .batch_execute(&format!("CREATE ROLE {role_sql} {attributes}"))
-                .await
-                .is_ok();
-        if !created {
+        if exists {
+            // Only a superuser may name the superuser, replication and RLS-bypass attributes
+            // in ALTER ROLE, so they are checked below instead of set.
             admin
-                .batch_execute(&format!("ALTER ROLE {role_sql} WITH {attributes}"))
+                .batch_execute(&format!(
+                    "ALTER ROLE {role_sql} WITH LOGIN NOINHERIT NOCREATEDB NOCREATEROLE \
+                     CONNECTION LIMIT {} PASSWORD '{password}'",
+                    self.settings.connections_per_plugin + 1
+                ))
                 .await
                 .map_err(|error| role_error(&role, "cannot set up", error))?;
+        } else {
+            admin
+                .batch_execute(&format!("CREATE ROLE {role_sql} {attributes}"))
+                .await
+                .map_err(|error| role_error(&role, "cannot create", error))?;
+        }
+        let privileged: bool = admin
+            .query_one(
+                "SELECT rolsuper OR rolreplication OR rolbypassrls OR rolcreaterole OR rolcreatedb \
+                 FROM pg_roles WHERE rolname = $1",
+                &[&role],
+            )
+            .await
+            .map_err(database_error)?
+            .get(0);
+        if privileged {
+            return Err(Error::Database {
+                sqlstate: "42501".to_owned(),
+                message: format!(
+                    "the database role '{role}' has superuser, replication, BYPASSRLS, CREATEROLE \
+                     or CREATEDB, which a plugin's role must not have; drop the role or remove \
+                     those attributes"
+                ),
+            });
         }
         // A role that is a member of another role could reach that role's privileges.
         let memberships = admin
@@ -329,6 +354,19 @@ impl PluginDatabaseAccess {
         let mut client = self.admin_client().await?;
         let admin = locked_transaction(&mut client).await?;
         self.sync_shared_table(&admin, physical).await?;
+        admin.commit().await.map_err(database_error)
+    }
+
+    /// Lends the shared tables a schema change of `role` touches to that role for the one
+    /// statement: PostgreSQL lets only an owner alter, index or drop a table, and the guard has
+    /// checked that the plugin holds `owner` on each. [`Self::shared_table_changed`] takes them
+    /// back after the statement, whatever its outcome.
+    pub(super) async fn lend_shared_tables(&self, role: &str, tables: &[String]) -> Result<()> {
+        let mut client = self.admin_client().await?;
+        let admin = locked_transaction(&mut client).await?;
+        for physical in tables {
+            hand_over_private_table(&admin, physical, role).await?;
+        }
         admin.commit().await.map_err(database_error)
     }
 
