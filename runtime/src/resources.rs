@@ -207,6 +207,22 @@ pub struct Grant {
     pub shared: bool,
 }
 
+impl Grant {
+    /// Refuses an operation on this `kind` of resource that needs `needed` when the grant holds
+    /// less: the refusal names the resource, the level granted and the level needed.
+    pub fn require(&self, kind: ResourceKind, needed: AccessLevel) -> Result<()> {
+        if self.access.allows(needed) {
+            return Ok(());
+        }
+        Err(Error::AccessLevelDenied {
+            kind: kind.as_str(),
+            name: self.name.clone(),
+            granted: self.access.as_str(),
+            needed: needed.as_str(),
+        })
+    }
+}
+
 /// Everything a plugin may use, by kind, in declared order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ResourceGrants {

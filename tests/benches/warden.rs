@@ -26,16 +26,27 @@ fn main() {
     system.block_on(async {
         println!("| measurement | result | target |");
         println!("| --- | --- | --- |");
-        engine_creation(1_000);
-        load_and_unload(1_000).await;
-        execute_in_process(200_000, 64).await;
-        for listeners in [1, 10, 100] {
-            js_event_deliveries(listeners, 1_000_000).await;
+        // `WARDEN_BENCH_ONLY=guard,gateways` runs only those groups (a quick look at one
+        // change); the recorded runs in BENCHMARKS.md run everything.
+        let only = std::env::var("WARDEN_BENCH_ONLY").unwrap_or_default();
+        let runs = |group: &str| only.is_empty() || only.split(',').any(|name| name == group);
+        if runs("core") {
+            engine_creation(1_000);
+            load_and_unload(1_000).await;
+            execute_in_process(200_000, 64).await;
+            for listeners in [1, 10, 100] {
+                js_event_deliveries(listeners, 1_000_000).await;
+            }
+            native_event_deliveries(100, 5_000_000).await;
+            restart_to_serving(10).await;
+            execute_over_http(100_000, 32).await;
         }
-        native_event_deliveries(100, 5_000_000).await;
-        restart_to_serving(10).await;
-        execute_over_http(100_000, 32).await;
-        sql_guard_timing();
+        if runs("guard") {
+            sql_guard_timing();
+        }
+        if !runs("gateways") {
+            return;
+        }
         match gateways::stack() {
             Some(backends) => {
                 for concurrency in [1, 32] {

@@ -284,14 +284,7 @@ impl KafkaGateway {
             .grants
             .grant(ResourceKind::Topic, topic)
             .ok_or_else(|| topic_access_denied(&self.grants, topic))?;
-        if !grant.access.allows(needed) {
-            return Err(Error::AccessLevelDenied {
-                kind: ResourceKind::Topic.as_str(),
-                name: topic.to_string(),
-                granted: grant.access.as_str(),
-                needed: needed.as_str(),
-            });
-        }
+        grant.require(ResourceKind::Topic, needed)?;
         Ok(&grant.physical)
     }
 

@@ -388,14 +388,7 @@ impl StorageGateway {
                 bucket: name.to_string(),
                 allowed: self.grants.names(ResourceKind::Bucket),
             })?;
-        if !grant.access.allows(needed) {
-            return Err(Error::AccessLevelDenied {
-                kind: ResourceKind::Bucket.as_str(),
-                name: name.to_string(),
-                granted: grant.access.as_str(),
-                needed: needed.as_str(),
-            });
-        }
+        grant.require(ResourceKind::Bucket, needed)?;
         let physical = grant.physical.as_str();
         // With per-plugin keys, nothing is signed with the shared key on the plugin's behalf.
         if self.backend.has_plugin_keys() && self.plugin_key.is_none() {

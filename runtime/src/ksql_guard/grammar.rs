@@ -461,14 +461,7 @@ impl<'a> Guard<'a> {
                         allowed: self.grants.names(ResourceKind::Topic),
                     })?;
                 // A stream both reads and writes its topic, so it needs the topic at `all`.
-                if !grant.access.allows(AccessLevel::All) {
-                    return Err(Error::AccessLevelDenied {
-                        kind: ResourceKind::Topic.as_str(),
-                        name: topic.clone(),
-                        granted: grant.access.as_str(),
-                        needed: AccessLevel::All.as_str(),
-                    });
-                }
+                grant.require(ResourceKind::Topic, AccessLevel::All)?;
                 self.output.push(Token::Text(grant.physical.clone()));
                 self.position += 1;
                 Ok(())

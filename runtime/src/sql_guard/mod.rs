@@ -313,14 +313,7 @@ impl<'a> Guard<'a> {
                 allowed: self.grants.names(ResourceKind::Table),
             });
         };
-        if !grant.access.allows(needed) {
-            return Err(Error::AccessLevelDenied {
-                kind: ResourceKind::Table.as_str(),
-                name: table.into_owned(),
-                granted: grant.access.as_str(),
-                needed: needed.as_str(),
-            });
-        }
+        grant.require(ResourceKind::Table, needed)?;
         let physical = Ident::with_quote('"', grant.physical.as_str());
         self.tables.push(table.into_owned());
         let written = match name.0.first_mut() {

@@ -465,15 +465,7 @@ async fn check_dropped_indexes(
             .iter()
             .find(|grant| grant.physical == table)
         {
-            Some(grant) if grant.access.allows(AccessLevel::Owner) => {}
-            Some(grant) => {
-                return Err(Error::AccessLevelDenied {
-                    kind: ResourceKind::Table.as_str(),
-                    name: grant.name.clone(),
-                    granted: grant.access.as_str(),
-                    needed: AccessLevel::Owner.as_str(),
-                })
-            }
+            Some(grant) => grant.require(ResourceKind::Table, AccessLevel::Owner)?,
             None => {
                 return Err(Error::SqlNotAllowed {
                     reason: format!("index '{index}' belongs to a table the plugin is not granted"),
