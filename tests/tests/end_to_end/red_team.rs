@@ -216,3 +216,122 @@ async fn a_prefix_that_held_resources_stays_claimed_after_unload() {
         .as_str()
         .is_some_and(|message| message.contains(&first)));
 }
+
+// --- the host -----------------------------------------------------------------------------------
+
+/// A plugin that runs what it is asked to against the host: emit a payload of `size` bytes, call
+/// a lifecycle function of its dependency, or arm timers.
+const HOST_ATTACKER: &str = r#"
+export default {
+  metadata: { name: "intruder", version: "1.0.0", dependencies: ["target"] },
+  async initialize(context) { this.context = context; },
+  async execute(input) {
+    if (input.emit) {
+      this.context.eventBus.emit("data:blob", { blob: "x".repeat(input.emit) });
+      return "emitted";
+    }
+    if (input.lifecycle) return this.context.getDependency("target").call(input.lifecycle);
+    if (input.timers) {
+      for (let i = 0; i < input.timers; i++) setTimeout(() => {}, 60000);
+      return "armed";
+    }
+    return null;
+  },
+};
+"#;
+
+const HOST_TARGET: &str = r#"
+export default {
+  metadata: { name: "target", version: "1.0.0" },
+  initialized: 0,
+  async initialize() { this.initialized += 1; },
+  async cleanup() { this.initialized = -1; },
+  async execute() { return this.initialized; },
+};
+"#;
+
+#[actix_rt::test]
+async fn host_attacks_are_refused_typed_and_the_target_is_unharmed() {
+    let warden = warden_tests::WardenProcess::start(
+        &[("target.js", HOST_TARGET), ("intruder.js", HOST_ATTACKER)],
+        &[
+            ("WARDEN_PLUGIN_MAX_MESSAGE_BYTES", "65536"),
+            ("WARDEN_PLUGIN_MAX_TIMERS", "100"),
+        ],
+        &[],
+    );
+    let api = &warden.admin();
+    for lifecycle in ["initialize", "cleanup"] {
+        let answer = api
+            .execute("intruder", json!({ "lifecycle": lifecycle }))
+            .await;
+        assert_plugin_error(&answer, "MethodNotAllowedError");
+    }
+    assert_eq!(
+        api.execute("target", json!(null)).await,
+        (200, json!({ "result": 1 }))
+    );
+
+    let oversized = api.execute("intruder", json!({ "emit": 100_000 })).await;
+    assert_plugin_error(&oversized, "MessageTooLargeError");
+    let within = api.execute("intruder", json!({ "emit": 1_000 })).await;
+    assert_eq!(within, (200, json!({ "result": "emitted" })));
+
+    let timers = api.execute("intruder", json!({ "timers": 101 })).await;
+    assert_plugin_error(&timers, "TimerLimitError");
+}
+
+#[actix_rt::test]
+async fn reserved_names_and_imports_that_leave_the_directory_are_refused() {
+    let warden = warden_tests::WardenProcess::start(
+        &[
+            (
+                "admin.js",
+                r#"export default { metadata: { name: "admin", version: "1.0.0" } };"#,
+            ),
+            (
+                "sibling.js",
+                r#"export default { metadata: { name: "sibling", version: "1.0.0" }, secret: 42 };"#,
+            ),
+            (
+                "thief.js",
+                r#"import sibling from "./sibling.js";
+export default { metadata: { name: "thief", version: "1.0.0" }, async execute() { return sibling.secret; } };"#,
+            ),
+            (
+                "escapee.js",
+                r#"import "./lib/outside.js";
+export default { metadata: { name: "escapee", version: "1.0.0" } };"#,
+            ),
+        ],
+        &[],
+        &["--no-load-all"],
+    );
+    warden.write_outside("secret.js", "export const secret = 42;");
+    let link = warden.plugins_dir().join("lib");
+    std::fs::create_dir_all(&link).expect("lib directory");
+    std::os::unix::fs::symlink(
+        warden
+            .plugins_dir()
+            .parent()
+            .expect("a parent")
+            .join("secret.js"),
+        link.join("outside.js"),
+    )
+    .expect("symlink");
+    let api = &warden.admin();
+    assert_error(&api.load("admin.js").await, 422, "invalid_name");
+    let thief = api.load("thief.js").await;
+    assert_error(&thief, 422, "invalid_plugin");
+    assert!(thief.1["error"]["message"]
+        .as_str()
+        .is_some_and(|message| message.contains("another plugin's entry file")));
+    let escapee = api.load("escapee.js").await;
+    assert_error(&escapee, 422, "invalid_plugin");
+    assert!(escapee.1["error"]["message"]
+        .as_str()
+        .is_some_and(|message| message.contains("leads outside the plugins directory")));
+    let (status, body) = api.get("/plugins").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["plugins"], json!([]), "nothing was loaded: {body}");
+}
