@@ -40,11 +40,14 @@ struct TestGateway {
 
 impl TestGateway {
     fn start(tables: &[&str]) -> Self {
+        Self::start_with(tables, backend())
+    }
+
+    fn start_with(tables: &[&str], backend: DatabaseBackend) -> Self {
         let plugin = unique_plugin();
         let tables: Vec<String> = tables.iter().map(|table| (*table).to_owned()).collect();
         let grants =
             ResourceGrants::resolve(&plugin, &tables, &[], &[], None).expect("test grants resolve");
-        let backend = backend();
         let address = DatabaseGateway::new(plugin.clone(), grants, backend.clone()).start();
         TestGateway {
             plugin,
@@ -908,4 +911,81 @@ fn numeric_literals_are_recognised() {
     for literal in ["", ".", "1e", "e5", "1.2.3", "12a", "--1", "1e+-2", "0x10"] {
         assert!(!is_numeric_literal(literal), "{literal}");
     }
+}
+
+#[actix_rt::test]
+async fn results_over_the_row_or_byte_limit_are_refused_whole() {
+    let settings = DatabaseSettings {
+        max_rows: 10,
+        max_result_bytes: 4_096,
+        ..DatabaseSettings::with_pool_size(16)
+    };
+    let backend =
+        DatabaseBackend::connect_with(&database_url(), settings).expect("test database url");
+    let gateway = TestGateway::start_with(&[], backend);
+    let ten = gateway
+        .query("SELECT n FROM generate_series(1, 10) AS g(n)", vec![])
+        .await
+        .expect("ten rows fit");
+    assert_eq!(ten.len(), 10);
+    let eleven = gateway
+        .query("SELECT n FROM generate_series(1, 11) AS g(n)", vec![])
+        .await;
+    assert!(
+        matches!(&eleven, Err(Error::ResultTooLarge { limit }) if limit.contains("10 rows")),
+        "{eleven:?}"
+    );
+    let wide = gateway
+        .query("SELECT repeat('x', 5000) AS wide", vec![])
+        .await;
+    assert!(
+        matches!(&wide, Err(Error::ResultTooLarge { limit }) if limit.contains("4096 bytes")),
+        "{wide:?}"
+    );
+}
+
+#[actix_rt::test]
+async fn a_statement_past_the_call_limit_is_cancelled_on_the_server() {
+    let settings = DatabaseSettings {
+        statement_timeout: Duration::from_millis(300),
+        ..DatabaseSettings::with_pool_size(16)
+    };
+    let backend =
+        DatabaseBackend::connect_with(&database_url(), settings).expect("test database url");
+    let gateway = TestGateway::start_with(&[], backend.clone());
+    let started = std::time::Instant::now();
+    let endless = gateway
+        .query(
+            "SELECT count(*) AS n FROM generate_series(1, 1000000000) AS a(x)",
+            vec![],
+        )
+        .await;
+    assert!(
+        matches!(&endless, Err(Error::Database { sqlstate, .. }) if sqlstate == "57014"),
+        "{endless:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "cancelled promptly"
+    );
+    let role = backend.role_of(&gateway.plugin).expect("roles are on");
+    let client = backend.pool().get().await.expect("test database answers");
+    let still_running = async {
+        loop {
+            let row = client
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE usename = $1 AND state = 'active'",
+                    &[&role],
+                )
+                .await
+                .expect("pg_stat_activity");
+            if row.get::<_, i64>(0) == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), still_running)
+        .await
+        .expect("no backend of the plugin keeps running the statement");
 }
