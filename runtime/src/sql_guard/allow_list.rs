@@ -95,7 +95,20 @@ pub(super) fn function_aliases(statement: &Statement) -> FunctionAliases {
                 _ if COMPOSITE_TABLE_FUNCTIONS.contains(&function.as_str()) => None,
                 _ => Some(vec![read_as.clone()]),
             };
-            self.0.insert(read_as, columns);
+            // The same name may stand for several functions in different scopes: `name.column`
+            // passes only if it is a column of every one of them (keeping only the last one let a
+            // composite `jsonb_each(...) AS g` in a subquery unlock `g.f` for a scalar `g` outside).
+            let merged = match (self.0.remove(&read_as), columns) {
+                (None | Some(None), columns) => columns,
+                (Some(known), None) => known,
+                (Some(Some(known)), Some(columns)) => Some(
+                    known
+                        .into_iter()
+                        .filter(|column| columns.contains(column))
+                        .collect(),
+                ),
+            };
+            self.0.insert(read_as, merged);
             ControlFlow::Continue(())
         }
     }

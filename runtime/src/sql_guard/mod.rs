@@ -752,3 +752,6 @@ fn not_allowed(reason: impl Into<String>) -> Error {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod red_team_tests;
