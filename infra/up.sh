@@ -234,6 +234,9 @@ ensure_warden_user() {
         "${psql[@]}" -d postgres -c "create role $PG_USER login createrole nosuperuser"
     fi
     "${psql[@]}" -d postgres -c "alter role $PG_USER with login createrole nosuperuser nocreatedb"
+    # Warden's state lives in the schema `warden`, which "\$user" in the default search_path
+    # would put first: plugin tables live in public, for Warden's user as for plugins.
+    "${psql[@]}" -d postgres -c "alter role $PG_USER set search_path = public"
     "${psql[@]}" -d postgres -c "alter database $PG_DB owner to $PG_USER"
     "${psql[@]}" -d "$PG_DB" -c "alter schema public owner to $PG_USER"
     "${psql[@]}" -d "$PG_DB" <<SQL

@@ -237,7 +237,15 @@ mod gateways {
                 parameters: vec![json!((n % 1000) + 1)],
                 expect: Expect::Rows,
             });
-            async move { matches!(request.await, Ok(Ok(_))) }
+            async move {
+                match request.await {
+                    Ok(Ok(_)) => true,
+                    other => {
+                        eprintln!("gateway point query failed: {other:?}");
+                        false
+                    }
+                }
+            }
         })
         .await;
         compare("PostgreSQL point query", concurrency, bare, through_gateway);

@@ -129,8 +129,12 @@ impl DatabaseBackend {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(DEFAULT_CONNECT_TIMEOUT);
         }
+        // Plugins' tables live in public; a user named like Warden's schema `warden` would
+        // otherwise resolve (and create) unqualified names there first.
+        let mut own_config = config.clone();
+        own_config.options("-c search_path=public");
         let manager = Manager::from_config(
-            config.clone(),
+            own_config,
             NoTls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
