@@ -92,6 +92,11 @@ const MAX_LOGGED_SQL_BYTES: usize = 2_048;
 /// connection refused or lost): `connection_failure`.
 pub(super) const CONNECTION_FAILURE: &str = "08006";
 
+/// Resets everything a session may hold (what deadpool's `RecyclingMethod::Clean` runs): cursors,
+/// settings, listeners, advisory locks, temporary objects and sequence state.
+const SESSION_RESET: &str = "CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; \
+    UNLISTEN *; SELECT pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES;";
+
 /// The SQLSTATE of a statement cancelled at the plugin's call time limit: `query_canceled`.
 const QUERY_CANCELED: &str = "57014";
 
@@ -525,13 +530,26 @@ async fn run_statement(
             outcome => outcome,
         }
     };
-    let outcome = match tokio::time::timeout_at(deadline, work).await {
-        Ok(outcome) => {
+    // The session reset is sent right behind the statement on the same connection (tokio-postgres
+    // pipelines them), so the connection goes back to the pool clean without a round trip of its
+    // own at the next checkout.
+    let with_reset = async { futures::join!(work, client.batch_execute(SESSION_RESET)) };
+    let outcome = match tokio::time::timeout_at(deadline, with_reset).await {
+        Ok((outcome, reset)) => {
             cancel.finished();
+            if let Err(error) = reset {
+                tracing::warn!(%error, "a plugin connection could not be reset; it is closed");
+                let _ = deadpool::managed::Object::take(connection);
+                return outcome;
+            }
             outcome
         }
-        // Dropping `cancel` cancels the statement on the server.
-        Err(_) => Err(statement_timed_out("the statement ran")),
+        Err(_) => {
+            // Dropping `cancel` cancels the statement on the server; the connection, whose
+            // reset may not have run, is closed rather than reused.
+            let _ = deadpool::managed::Object::take(connection);
+            return Err(statement_timed_out("the statement ran"));
+        }
     }?;
     if checked.changes_schema {
         pool.manager().clear_statement_caches();

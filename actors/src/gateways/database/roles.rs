@@ -70,9 +70,8 @@ pub(super) struct PluginConnection {
     _permit: OwnedSemaphorePermit,
 }
 
-/// Opens plugin connections within the budget, resetting their session state on return
-/// (`RecyclingMethod::Clean`: settings, advisory locks, prepared statements, temporary objects,
-/// listeners).
+/// Opens plugin connections within the budget. Their session state is reset after every
+/// statement (see `SESSION_RESET` in the gateway), a closed or broken one is replaced.
 pub(super) struct PluginConnectionManager {
     connections: Manager,
     access: Arc<PluginAccessShared>,
@@ -547,7 +546,9 @@ impl PluginDatabaseAccess {
                 config,
                 NoTls,
                 ManagerConfig {
-                    recycling_method: RecyclingMethod::Clean,
+                    // Each statement sends the full reset behind itself (`SESSION_RESET`); the
+                    // checkout only checks that the connection is alive.
+                    recycling_method: RecyclingMethod::Fast,
                 },
             ),
             access: Arc::clone(&self.shared),
