@@ -19,11 +19,12 @@ export interface PluginMetadata {
   description?: string;
   /** Plugins this one calls: "name" or "name@1.4.0" (exact version, no ranges). */
   dependencies?: string[];
-  /** PostgreSQL tables it may use, unprefixed. */
+  /** PostgreSQL tables it may use, unprefixed, each optionally with a level:
+   *  "orders" (owner: everything), "log:write" (SELECT/INSERT/UPDATE/DELETE), "rates:read" (SELECT). */
   allowedTables?: string[];
-  /** Kafka topics it may use, unprefixed. */
+  /** Kafka topics it may use, unprefixed: "events" (all), "events:produce", "events:consume". */
   allowedTopics?: string[];
-  /** S3 buckets it may use, unprefixed. */
+  /** S3 buckets it may use, unprefixed: "data" (all), "data:read" (download, exists, list, presign). */
   allowedBuckets?: string[];
 }
 
@@ -91,11 +92,13 @@ export interface DependencyHandle {
 
 /** `context.database`: statements may touch only allowed tables; parameters are $1, $2, … as JSON values. */
 export interface DatabaseCapability {
-  /** Runs a query; rows come back as plain objects keyed by column name. */
+  /** Runs a query; rows come back as plain objects keyed by column name. A result over
+   *  WARDEN_DATABASE_MAX_ROWS rows or WARDEN_DATABASE_MAX_RESULT_BYTES bytes rejects with
+   *  ResultTooLargeError; a statement past the call time limit is cancelled (DatabaseError 57014). */
   executeQuery<Row extends object = Record<string, any>>(sql: string, params?: readonly unknown[]): Promise<Row[]>;
   /** Runs a command; resolves to the number of rows affected. */
   executeCommand(sql: string, params?: readonly unknown[]): Promise<number>;
-  /** The tables this plugin may use, unprefixed. */
+  /** The tables this plugin may use, unprefixed, without levels. */
   getAllowedTables(): string[];
 }
 
@@ -181,6 +184,7 @@ export type WardenErrorName =
   | "TableAccessDeniedError"
   | "SqlNotAllowedError"
   | "DatabaseError"
+  | "ResultTooLargeError"
   | "TopicAccessDeniedError"
   | "KsqlNotConfiguredError"
   | "ConsumerLimitError"
