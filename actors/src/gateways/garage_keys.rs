@@ -317,12 +317,11 @@ mod tests {
 
     use super::*;
     use crate::gateways::storage::tests::{
-        fetch_without_credentials, garage, grants, local_env, remove_bucket, unique_plugin,
-        unreachable_backend, HOW_TO_START,
+        fetch_without_credentials, garage, grants, local_env, remove_bucket, request,
+        unique_plugin, unreachable_backend, HOW_TO_START,
     };
     use crate::gateways::storage::{
         EnsureBuckets, StorageBackend, StorageGateway, StorageOperation, StorageOutcome,
-        StorageRequest,
     };
     use actix::{Actor, Addr};
     use s3::creds::Credentials;
@@ -382,20 +381,6 @@ mod tests {
             .expect("alive")
             .expect("buckets and key made");
         gateway
-    }
-
-    async fn request(
-        gateway: &Addr<StorageGateway>,
-        bucket: &str,
-        operation: StorageOperation,
-    ) -> Result<StorageOutcome> {
-        gateway
-            .send(StorageRequest {
-                bucket: bucket.to_string(),
-                operation,
-            })
-            .await
-            .expect("alive")
     }
 
     fn upload(key: &str, text: &str) -> StorageOperation {

@@ -874,7 +874,7 @@ pub(crate) mod tests {
         StorageGateway::new(plugin.to_string(), grants(plugin, buckets), backend.clone()).start()
     }
 
-    async fn request(
+    pub(crate) async fn request(
         gateway: &Addr<StorageGateway>,
         bucket: &str,
         operation: StorageOperation,

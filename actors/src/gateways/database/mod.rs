@@ -111,7 +111,7 @@ type BoxError = Box<dyn StdError + Sync + Send>;
 #[derive(Clone)]
 pub struct DatabaseBackend {
     pool: deadpool_postgres::Pool,
-    plugins: PluginDatabaseAccess,
+    plugins: Arc<PluginDatabaseAccess>,
 }
 
 impl DatabaseBackend {
@@ -149,7 +149,7 @@ impl DatabaseBackend {
             .max_size(settings.pool_size)
             .build()
             .map_err(|error| format!("cannot build the database pool: {error}"))?;
-        let plugins = PluginDatabaseAccess::new(pool.clone(), config, settings);
+        let plugins = Arc::new(PluginDatabaseAccess::new(pool.clone(), config, settings));
         Ok(DatabaseBackend { pool, plugins })
     }
 
@@ -284,7 +284,7 @@ impl DatabaseGateway {
         ConnectionOpener {
             plugin: Arc::clone(&self.plugin),
             grants: Arc::clone(&self.grants),
-            access: self.backend.plugins.clone(),
+            access: Arc::clone(&self.backend.plugins),
             connections: Arc::clone(&self.connections),
         }
     }
@@ -334,7 +334,7 @@ impl Actor for DatabaseGateway {
 struct ConnectionOpener {
     plugin: Arc<str>,
     grants: Arc<ResourceGrants>,
-    access: PluginDatabaseAccess,
+    access: Arc<PluginDatabaseAccess>,
     connections: Arc<OnceCell<PluginPool>>,
 }
 

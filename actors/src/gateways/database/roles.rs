@@ -164,8 +164,8 @@ impl PluginAccessShared {
     }
 }
 
-/// Warden's side of plugin database access: opens role pools and keeps grants in step.
-#[derive(Clone)]
+/// Warden's side of plugin database access: opens role pools and keeps grants in step. Shared
+/// behind one `Arc` by the backend and every gateway, so a statement clones no configuration.
 pub struct PluginDatabaseAccess {
     /// Warden's own connections (never a plugin's statement).
     admin: deadpool_postgres::Pool,
@@ -174,10 +174,10 @@ pub struct PluginDatabaseAccess {
     settings: DatabaseSettings,
     shared: Arc<PluginAccessShared>,
     /// Whether roles are on, decided once from Warden's own privileges.
-    roles_active: Arc<OnceCell<Option<RoleContext>>>,
+    roles_active: OnceCell<Option<RoleContext>>,
     /// The one pool all plugins share when roles are off (Warden's user, never Warden's own
     /// connections).
-    shared_pool: Arc<OnceCell<PluginConnectionPool>>,
+    shared_pool: OnceCell<PluginConnectionPool>,
 }
 
 /// What role management needs to know about the server, read once.
@@ -209,8 +209,8 @@ impl PluginDatabaseAccess {
                 pools: Mutex::new(Vec::new()),
                 shared_tables: Mutex::new(HashMap::new()),
             }),
-            roles_active: Arc::new(OnceCell::new()),
-            shared_pool: Arc::new(OnceCell::new()),
+            roles_active: OnceCell::new(),
+            shared_pool: OnceCell::new(),
         }
     }
 
@@ -331,7 +331,7 @@ impl PluginDatabaseAccess {
                 self.register_shared_table(&grant.physical, &role, grant.access);
                 self.sync_shared_table(&admin, &grant.physical).await?;
             } else {
-                hand_over_private_table(&admin, &grant.physical, &role).await?;
+                give_table_to(&admin, &grant.physical, &role).await?;
             }
         }
         admin.commit().await.map_err(database_error)?;
@@ -364,7 +364,7 @@ impl PluginDatabaseAccess {
         let mut client = self.admin_client().await?;
         let admin = locked_transaction(&mut client).await?;
         for physical in tables {
-            hand_over_private_table(&admin, physical, role).await?;
+            give_table_to(&admin, physical, role).await?;
         }
         admin.commit().await.map_err(database_error)
     }
@@ -569,9 +569,9 @@ impl PluginDatabaseAccess {
     }
 }
 
-/// Gives a plugin's existing private table to its role (tables made before roles were on, or by
-/// Warden's user, belong to someone else).
-async fn hand_over_private_table(
+/// Gives an existing table to `role`: a plugin's private table made before roles were on (or by
+/// Warden's user), or a shared table lent for one schema change.
+async fn give_table_to(
     admin: &deadpool_postgres::Transaction<'_>,
     physical: &str,
     role: &str,
