@@ -7,6 +7,7 @@
 //! - [`broker::EventBroker`]: subscriptions by pattern, batched fan-out, bounded queues.
 //! - [`directory::PluginDirectory`]: running plugins' addresses, for calls that must not wait
 //!   on the manager.
+//! - [`state_store::StateStore`]: Warden's own durable state in PostgreSQL, per node.
 //! - [`system::Warden`]: starts the whole system and is the one handle the binary holds.
 //!
 //! This crate knows nothing of HTTP or JSON-over-HTTP shapes: the binary maps its types.
@@ -18,6 +19,7 @@ pub mod error;
 pub mod gateways;
 pub mod manager;
 pub mod plugin_actor;
+pub mod state_store;
 pub mod system;
 #[cfg(test)]
 mod tests;

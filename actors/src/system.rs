@@ -15,7 +15,6 @@ use warden_runtime::{CallTarget, Event, PluginFactory};
 use crate::broker::{EventBroker, OpenEventStream, PublishEvent};
 use crate::capabilities::check_event_size;
 use crate::directory::PluginDirectory;
-use crate::gateways::store::StoredState;
 use crate::gateways::{Backends, Readiness};
 use crate::manager::{
     ClearOverrides, GetOverrides, GetPlugin, ListPlugins, LoadPlugin, ManagerConfig, PluginInfo,
@@ -23,6 +22,7 @@ use crate::manager::{
     ScanReport, SetOverrides, UnloadAll, UnloadPlugin,
 };
 use crate::plugin_actor::CallPlugin;
+use crate::state_store::StoredState;
 use crate::{Error, Result};
 
 /// How long file changes are gathered before the watcher reloads, so one save that touches a

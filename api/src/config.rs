@@ -57,6 +57,9 @@ pub struct ServeArgs {
     /// Development mode: use the token `dev-token` when none is configured.
     #[arg(long)]
     pub dev: bool,
+    /// This node's id, under which it keeps its durable state.
+    #[arg(long)]
+    pub node_id: Option<String>,
 }
 
 /// Every setting of `warden serve` (names match `warden.toml` keys and `WARDEN_*` variables).
@@ -104,6 +107,8 @@ pub struct Settings {
     pub database_max_result_bytes: usize,
     /// Kafka consumers one plugin may have at once.
     pub plugin_max_consumers: usize,
+    /// This node's id (default: see [`Settings::node_id`]).
+    pub node_id: Option<String>,
 }
 
 impl Default for Settings {
@@ -141,6 +146,7 @@ impl Default for Settings {
             database_max_rows: database.max_rows,
             database_max_result_bytes: database.max_result_bytes,
             plugin_max_consumers: DEFAULT_MAX_CONSUMERS_PER_PLUGIN,
+            node_id: None,
         }
     }
 }
@@ -156,6 +162,8 @@ struct FlagLayer {
     load_all: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     watch: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    node_id: Option<String>,
 }
 
 impl Settings {
@@ -200,6 +208,7 @@ impl Settings {
                 plugins_dir: args.plugins_dir.clone(),
                 load_all,
                 watch: args.watch.then_some(true),
+                node_id: args.node_id.clone(),
             }));
         let mut settings: Settings = figment.extract().context("invalid settings")?;
         if settings.admin_token.as_deref().is_none_or(str::is_empty) {
@@ -241,7 +250,26 @@ impl Settings {
             settings.plugin_max_consumers > 0,
             "WARDEN_PLUGIN_MAX_CONSUMERS must be positive"
         );
+        if let Some(node_id) = &settings.node_id {
+            check_node_id(node_id)?;
+        }
         Ok(settings)
+    }
+
+    /// This node's id: the one configured, or `<hostname>-<the first 8 hex digits of the SHA-256
+    /// of the canonical plugins directory path>` (`ADMIN_API.md`), which stays the same across
+    /// restarts of one deployment and differs between deployments on one machine.
+    pub fn node_id(&self) -> anyhow::Result<String> {
+        if let Some(node_id) = &self.node_id {
+            return Ok(node_id.clone());
+        }
+        let directory = self.plugins_dir.canonicalize().with_context(|| {
+            format!(
+                "cannot resolve the plugins directory '{}'",
+                self.plugins_dir.display()
+            )
+        })?;
+        Ok(default_node_id(&host_name(), &directory))
     }
 
     /// The per-plugin limits these settings give.
@@ -261,9 +289,121 @@ impl Settings {
     }
 }
 
+/// Node ids are written in logs, metrics and the state store: hostname characters only.
+const MAX_NODE_ID_BYTES: usize = 128;
+
+fn check_node_id(node_id: &str) -> anyhow::Result<()> {
+    let allowed = |character: char| character.is_ascii_alphanumeric() || "-_.".contains(character);
+    anyhow::ensure!(
+        !node_id.is_empty() && node_id.len() <= MAX_NODE_ID_BYTES && node_id.chars().all(allowed),
+        "invalid node id '{node_id}': use 1 to {MAX_NODE_ID_BYTES} letters, digits, '-', '_' or '.'"
+    );
+    Ok(())
+}
+
+fn default_node_id(host: &str, plugins_dir: &std::path::Path) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(plugins_dir.as_os_str().as_encoded_bytes());
+    let short: String = digest[..4]
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    format!("{host}-{short}")
+}
+
+/// The machine's host name, kept to node-id characters (`localhost` when it cannot be read).
+fn host_name() -> String {
+    let read = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_default();
+    let kept: String = read
+        .trim()
+        .chars()
+        .filter(|character| character.is_ascii_alphanumeric() || "-_.".contains(*character))
+        .take(MAX_NODE_ID_BYTES - 9)
+        .collect();
+    if kept.is_empty() {
+        "localhost".to_owned()
+    } else {
+        kept
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    // `figment::Jail`'s closures return figment's own (large) error type.
+    #![allow(clippy::result_large_err)]
+
     use super::*;
+
+    #[test]
+    fn settings_come_from_defaults_then_the_file_then_the_environment_then_flags() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "warden.toml",
+                "bind = \"127.0.0.1:9001\"\nplugin_max_timers = 11\nplugin_memory_mb = 33\nnode_id = \"from-file\"",
+            )?;
+            jail.set_env("WARDEN_BIND", "127.0.0.1:9002");
+            jail.set_env("WARDEN_PLUGIN_MAX_TIMERS", "12");
+            jail.set_env("WARDEN_NODE_ID", "from-env");
+            jail.set_env("WARDEN_ADMIN_TOKEN", "secret");
+            let args = ServeArgs {
+                bind: Some("127.0.0.1:9003".into()),
+                node_id: Some("from-flag".into()),
+                ..ServeArgs::default()
+            };
+            let settings = Settings::load(&args).map_err(|error| error.to_string())?;
+            assert_eq!(settings.bind, "127.0.0.1:9003", "a flag beats everything");
+            assert_eq!(settings.node_id.as_deref(), Some("from-flag"));
+            assert_eq!(
+                settings.plugin_max_timers, 12,
+                "the environment beats the file"
+            );
+            assert_eq!(settings.plugin_memory_mb, 33, "the file beats the defaults");
+            assert_eq!(
+                settings.plugin_call_timeout_ms,
+                Settings::default().plugin_call_timeout_ms,
+                "what nobody set is the default"
+            );
+            assert_eq!(settings.admin_token.as_deref(), Some("secret"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_malformed_node_id_refuses_to_start() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("WARDEN_ADMIN_TOKEN", "secret");
+            for node_id in ["", "has space", "semi;colon", &"n".repeat(129)] {
+                let args = ServeArgs {
+                    node_id: Some(node_id.to_owned()),
+                    ..ServeArgs::default()
+                };
+                let error = Settings::load(&args).expect_err("refused").to_string();
+                assert!(error.contains("invalid node id"), "{node_id:?}: {error}");
+            }
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_default_node_id_is_the_host_and_a_digest_of_the_plugins_directory() {
+        let first = default_node_id("web-1", std::path::Path::new("/srv/warden/plugins"));
+        let again = default_node_id("web-1", std::path::Path::new("/srv/warden/plugins"));
+        let other = default_node_id("web-1", std::path::Path::new("/srv/other/plugins"));
+        assert_eq!(first, again, "stable across restarts");
+        assert_ne!(first, other, "two deployments on one machine differ");
+        let (host, digest) = first.rsplit_once('-').expect("host-digest");
+        assert_eq!(host, "web-1");
+        assert_eq!(digest.len(), 8);
+        assert!(digest
+            .chars()
+            .all(|character| character.is_ascii_hexdigit()));
+        check_node_id(&first).expect("a default id is a valid id");
+        check_node_id(&default_node_id(&host_name(), std::path::Path::new("/"))).expect("valid");
+    }
 
     #[test]
     fn the_defaults_are_the_plugin_limits_defaults() {

@@ -10,13 +10,13 @@ use actix_web::web::{self, Data};
 use actix_web::{App, HttpResponse, HttpServer, ResponseError as _};
 use anyhow::Context as _;
 use metrics_exporter_prometheus::PrometheusBuilder;
-use warden_actors::gateways::store::StateStore;
 use warden_actors::gateways::{
     Backends, DatabaseBackend, GarageAdminConfig, GarageKeys, KafkaBackend, StorageBackend,
     StorageConfig,
 };
 use warden_actors::manager::ManagerConfig;
 use warden_actors::plugin_actor::SupervisionPolicy;
+use warden_actors::state_store::StateStore;
 use warden_actors::system::Warden;
 
 use crate::config::Settings;
@@ -50,10 +50,12 @@ pub async fn run(
         .plugin_threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |cores| cores.get()));
     let backends = connect_backends(&settings)?;
+    let node_id = settings.node_id()?;
+    tracing::info!(node = %node_id, "node id");
     let store = match &backends.database {
-        Some(database) => Some(StateStore::open(database.clone()).await.map_err(|error| {
-            anyhow::anyhow!("cannot open Warden's state in PostgreSQL: {error}")
-        })?),
+        Some(database) => Some(StateStore::open(database.clone(), &node_id).await.map_err(
+            |error| anyhow::anyhow!("cannot open Warden's state in PostgreSQL: {error}"),
+        )?),
         None => None,
     };
     let mut warden = Warden::start(ManagerConfig {

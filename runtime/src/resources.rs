@@ -108,14 +108,47 @@ impl fmt::Display for ResourceKind {
 /// sends a name the plugin writes to another name, which is then prefixed as usual, or with a
 /// `"shared:<name>"` value to the shared resource `<name>`. Name-map keys that name a resource
 /// the plugin is not granted are simply unused: the maps rename grants, they never add any.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+///
+/// Its serde form is the `Overrides` JSON document, the one shape the admin API and the state
+/// store share: camelCase fields, absent or `null` meaning unset, unknown fields refused, and
+/// only the fields that are set written (so no overrides is `{}`). Names are not checked by
+/// deserializing: [`ResourceOverrides::validate`] does that.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ResourceOverrides {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allowed_tables: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allowed_topics: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allowed_buckets: Option<Vec<String>>,
+    #[serde(
+        default,
+        deserialize_with = "null_as_empty",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub table_name_map: BTreeMap<String, String>,
+    #[serde(
+        default,
+        deserialize_with = "null_as_empty",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub topic_name_map: BTreeMap<String, String>,
+    #[serde(
+        default,
+        deserialize_with = "null_as_empty",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub bucket_name_map: BTreeMap<String, String>,
+}
+
+/// A name map given as `null` is no map, as an absent one is.
+fn null_as_empty<'de, D>(deserializer: D) -> std::result::Result<BTreeMap<String, String>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    use serde::Deserialize;
+    Ok(Option::<BTreeMap<String, String>>::deserialize(deserializer)?.unwrap_or_default())
 }
 
 impl ResourceOverrides {
@@ -370,6 +403,40 @@ pub fn database_role_name(database: &str, plugin: &str) -> Result<String> {
     Ok(role)
 }
 
+/// The first of `others` (plugin names, loaded or holding a claimed prefix) whose name prefix
+/// overlaps `plugin`'s, counting the shared resources' prefix as one more: physical names are
+/// `<plugin>_<name>` (buckets `<plugin>-<name>`, `_` as `-`), so with `shop` and `shop_x`,
+/// `shop`'s `x_users` and `shop_x`'s `users` would meet, for tables, indexes, constraints,
+/// topics and buckets alike. A plugin never overlaps itself.
+pub fn overlapping_prefix<'a>(
+    plugin: &str,
+    others: impl IntoIterator<Item = &'a str>,
+) -> Option<PrefixOverlap<'a>> {
+    let normalized = |name: &str| format!("{}-", name.replace('_', "-"));
+    let candidate = normalized(plugin);
+    let overlaps = |other: &str| {
+        let other = normalized(other);
+        candidate.starts_with(&other) || other.starts_with(&candidate)
+    };
+    if overlaps(SHARED_PHYSICAL_PREFIX) {
+        return Some(PrefixOverlap::Shared);
+    }
+    others
+        .into_iter()
+        .filter(|other| *other != plugin)
+        .find(|other| overlaps(other))
+        .map(PrefixOverlap::Plugin)
+}
+
+/// What a plugin name's prefix overlaps (see [`overlapping_prefix`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrefixOverlap<'a> {
+    /// The prefix of shared resources (`shared_`).
+    Shared,
+    /// Another plugin's prefix.
+    Plugin(&'a str),
+}
+
 fn check_physical_name(kind: ResourceKind, physical: String) -> Result<String> {
     check_length(&kind.to_string(), &physical, kind.physical_length_limit())?;
     if kind == ResourceKind::Bucket {
@@ -391,6 +458,102 @@ fn check_length(kind: &str, physical: &str, limit: usize) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn overrides_round_trip_through_the_api_shape() {
+        let overrides = ResourceOverrides {
+            allowed_tables: Some(vec!["users".to_owned(), "orders".to_owned()]),
+            allowed_topics: Some(Vec::new()),
+            allowed_buckets: None,
+            table_name_map: map(&[("users", "shared:users")]),
+            topic_name_map: BTreeMap::new(),
+            bucket_name_map: map(&[("data", "archive")]),
+        };
+        let document = serde_json::to_value(&overrides).expect("serializes");
+        assert_eq!(
+            document,
+            serde_json::json!({
+                "allowedTables": ["users", "orders"],
+                "allowedTopics": [],
+                "tableNameMap": {"users": "shared:users"},
+                "bucketNameMap": {"data": "archive"},
+            })
+        );
+        assert_eq!(
+            serde_json::from_value::<ResourceOverrides>(document).expect("reads back"),
+            overrides
+        );
+        assert_eq!(
+            serde_json::to_value(ResourceOverrides::default()).expect("serializes"),
+            serde_json::json!({})
+        );
+        assert_eq!(
+            serde_json::from_value::<ResourceOverrides>(
+                serde_json::json!({"allowedBuckets": null, "topicNameMap": null})
+            )
+            .expect("nulls are unset"),
+            ResourceOverrides::default()
+        );
+    }
+
+    #[test]
+    fn malformed_overrides_are_refused_with_the_field() {
+        let cases = [
+            (serde_json::json!("users"), "struct ResourceOverrides"),
+            (serde_json::json!({"allowedTables": "users"}), "a sequence"),
+            (serde_json::json!({"allowedTopics": [1]}), "a string"),
+            (
+                serde_json::json!({"tableNameMap": {"users": 1}}),
+                "a string",
+            ),
+            (serde_json::json!({"bucketNameMap": []}), "a map"),
+            (serde_json::json!({"allowed_tables": []}), "allowed_tables"),
+        ];
+        for (document, expected) in cases {
+            let error = serde_json::from_value::<ResourceOverrides>(document.clone())
+                .expect_err("refused")
+                .to_string();
+            assert!(error.contains(expected), "{document}: {error}");
+        }
+    }
+
+    #[test]
+    fn prefixes_overlap_when_one_name_extends_the_other_at_a_separator() {
+        let loaded = ["shop", "billing"];
+        assert_eq!(
+            overlapping_prefix("shop_x", loaded),
+            Some(PrefixOverlap::Plugin("shop"))
+        );
+        // `-` and `_` are one separator in bucket names.
+        assert_eq!(
+            overlapping_prefix("shop-x", loaded),
+            Some(PrefixOverlap::Plugin("shop"))
+        );
+        assert_eq!(
+            overlapping_prefix("bill", ["billing_eu"]),
+            None,
+            "a prefix that is not followed by a separator does not overlap"
+        );
+        assert_eq!(
+            overlapping_prefix("billing", ["billing_eu"]),
+            Some(PrefixOverlap::Plugin("billing_eu"))
+        );
+        assert_eq!(overlapping_prefix("shopping", loaded), None);
+        assert_eq!(overlapping_prefix("shop", loaded), None, "never itself");
+    }
+
+    #[test]
+    fn the_shared_prefix_overlaps_like_a_plugin() {
+        assert_eq!(
+            overlapping_prefix("shared_x", []),
+            Some(PrefixOverlap::Shared)
+        );
+        assert_eq!(
+            overlapping_prefix("shared-x", []),
+            Some(PrefixOverlap::Shared)
+        );
+        assert_eq!(overlapping_prefix("sharedx", []), None);
+    }
 
     fn reason(result: Result<impl fmt::Debug>) -> String {
         match result {

@@ -107,8 +107,8 @@ mod gateways {
     use warden_actors::gateways::kafka::{EnsureTopics, SendKafkaMessages};
     use warden_actors::gateways::storage::{EnsureBuckets, StorageOperation, StorageRequest};
     use warden_actors::gateways::{
-        Backends, DatabaseBackend, DatabaseGateway, KafkaBackend, KafkaGateway, StorageBackend,
-        StorageConfig, StorageGateway,
+        Backends, DatabaseBackend, DatabaseGateway, DatabaseSettings, KafkaBackend, KafkaGateway,
+        StorageBackend, StorageConfig, StorageGateway,
     };
     use warden_runtime::resources::{physical_name, ResourceGrants, ResourceKind};
     use warden_runtime::KafkaOutgoing;
@@ -117,16 +117,19 @@ mod gateways {
 
     const ROUND: Duration = Duration::from_secs(3);
 
-    /// The backends of the running local stack, from `infra/local.env`.
-    pub fn stack() -> Option<Backends> {
+    /// One setting of the running local stack, from `infra/local.env`.
+    fn stack_value(key: &str) -> Option<String> {
         let text =
             std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../infra/local.env"))
                 .ok()?;
-        let value = |key: &str| {
-            text.lines()
-                .find_map(|line| line.strip_prefix(&format!("{key}=")))
-                .map(str::to_string)
-        };
+        text.lines()
+            .find_map(|line| line.strip_prefix(&format!("{key}=")))
+            .map(str::to_string)
+    }
+
+    /// The backends of the running local stack, from `infra/local.env`.
+    pub fn stack() -> Option<Backends> {
+        let value = stack_value;
         Some(Backends {
             database: Some(DatabaseBackend::connect(&value("WARDEN_DATABASE_URL")?, 32).ok()?),
             kafka: Some(KafkaBackend::connect(&value("WARDEN_KAFKA_BROKERS")?, None).ok()?),
@@ -196,6 +199,7 @@ mod gateways {
 
     pub async fn postgres_point_query(backends: &Backends, concurrency: usize) {
         let backend = backends.database.clone().expect("database");
+        let url = stack_value("WARDEN_DATABASE_URL").expect("the stack's database URL");
         let plugin = "benchpg";
         let table = physical_name(ResourceKind::Table, plugin, "points").expect("name");
         {
@@ -209,23 +213,31 @@ mod gateways {
                 .expect("setup");
         }
         let bare_sql = format!("SELECT id, value FROM \"{table}\" WHERE id = $1");
-        let pool = backend.pool().clone();
-        let bare = throughput(concurrency, |n| {
-            let (pool, sql) = (pool.clone(), bare_sql.clone());
-            async move {
-                let Ok(client) = pool.get().await else {
-                    return false;
-                };
-                let Ok(statement) = client.prepare_cached(&sql).await else {
-                    return false;
-                };
-                client
-                    .query(&statement, &[&((n % 1000) as i32 + 1)])
-                    .await
-                    .is_ok_and(|rows| rows.len() == 1)
-            }
-        })
-        .await;
+        let bare_on = |pool: deadpool_postgres::Pool| {
+            let sql = bare_sql.clone();
+            throughput(concurrency, move |n| {
+                let (pool, sql) = (pool.clone(), sql.clone());
+                async move {
+                    let Ok(client) = pool.get().await else {
+                        return false;
+                    };
+                    let Ok(statement) = client.prepare_cached(&sql).await else {
+                        return false;
+                    };
+                    client
+                        .query(&statement, &[&((n % 1000) as i32 + 1)])
+                        .await
+                        .is_ok_and(|rows| rows.len() == 1)
+                }
+            })
+        };
+        // The plugin runs on its own share of connections; the fair bare client is a pool of
+        // that size (the whole pool is reported beside it).
+        let share = DatabaseSettings::with_pool_size(backend.pool().status().max_size)
+            .connections_per_plugin;
+        let share_pool = DatabaseBackend::connect(&url, share).expect("pool");
+        let bare_whole_pool = bare_on(backend.pool().clone()).await;
+        let bare = bare_on(share_pool.pool().clone()).await;
         let gateway = actix::Actor::start(DatabaseGateway::new(
             plugin.into(),
             grants(plugin, &["points"], &[], &[]),
@@ -248,7 +260,21 @@ mod gateways {
             }
         })
         .await;
-        compare("PostgreSQL point query", concurrency, bare, through_gateway);
+        compare(
+            &format!("PostgreSQL point query ({share} connections each)"),
+            concurrency,
+            bare,
+            through_gateway,
+        );
+        compare(
+            &format!(
+                "PostgreSQL point query, the plugin's {share} connections against a bare pool of {}",
+                backend.pool().status().max_size
+            ),
+            concurrency,
+            bare_whole_pool,
+            through_gateway,
+        );
         if let Ok(client) = backend.pool().get().await {
             let _ = client
                 .batch_execute(&format!("DROP TABLE IF EXISTS \"{table}\""))

@@ -8,7 +8,6 @@ pub mod database;
 pub mod garage_keys;
 pub mod kafka;
 pub mod storage;
-pub mod store;
 
 use actix::Addr;
 

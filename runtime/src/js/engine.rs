@@ -83,6 +83,8 @@ impl JsEngine {
             install_natives(ctx, &natives, host)?;
             // Safety: the bytes were written by `Module::write` of this same QuickJS build, and
             // they live for the whole process, as `JS_READ_OBJ_ROM_DATA` requires.
+            // The one `unsafe` of the workspace (`unsafe_code` is denied everywhere else).
+            #[allow(unsafe_code)]
             let module = unsafe { Module::load(ctx.clone(), prelude) }?;
             let (module, _evaluated) = module.eval()?;
             let bootstrap: Function = module.get("default")?;

@@ -227,10 +227,14 @@ fn char_text(byte: i8) -> String {
 
 /// Midnight of 2000-01-01, PostgreSQL's epoch for dates and timestamps.
 fn postgres_epoch() -> NaiveDateTime {
-    NaiveDate::from_ymd_opt(2000, 1, 1)
-        .and_then(|date| date.and_hms_opt(0, 0, 0))
-        .expect("2000-01-01 is a valid date")
+    NaiveDateTime::new(POSTGRES_EPOCH_DATE, NaiveTime::MIN)
 }
+
+/// 2000-01-01 (`from_ymd_opt` is `const`, so a wrong date would not compile).
+const POSTGRES_EPOCH_DATE: NaiveDate = match NaiveDate::from_ymd_opt(2000, 1, 1) {
+    Some(date) => date,
+    None => NaiveDate::MIN,
+};
 
 /// A `timestamptz` (RFC 3339, UTC, `Z`) or `timestamp` (ISO 8601 without offset).
 fn timestamp_text(raw: &[u8], with_time_zone: bool) -> std::result::Result<String, BoxError> {

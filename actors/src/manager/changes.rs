@@ -1,0 +1,489 @@
+//! The manager's changes: load, unload, reload, scan and overrides, each all or nothing.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use serde_json::json;
+use warden_runtime::graph::{plan_batch_load, Candidate};
+use warden_runtime::manifest::validate_plugin_name;
+use warden_runtime::resources::{ResourceGrants, ResourceKind, ResourceOverrides};
+
+use super::messages::{PluginInfo, PluginSource, ScanReport};
+use super::registry::{update_state_gauges, LoadedPlugin, Prepared, Registry};
+use crate::directory::DirectoryEntry;
+use crate::gateways::kafka::EnsureTopics;
+use crate::gateways::storage::EnsureBuckets;
+use crate::gateways::{PluginGateways, PrepareDatabase};
+use crate::plugin_actor::{
+    CreateInstance, InitializeInstance, PluginState, StopInstance, TerminatePlugin,
+};
+use crate::{Error, Result};
+
+/// The manager's changes as plain async functions over the shared registry. A `RefCell` borrow
+/// is never held across an `.await`.
+#[derive(Clone)]
+pub(super) struct Core {
+    pub(super) registry: Rc<RefCell<Registry>>,
+}
+
+impl Core {
+    /// Creates and describes an instance in a new actor.
+    pub(super) async fn prepare(&self, source: &PluginSource) -> Result<Prepared> {
+        let (factory, source, hint) = self.factory_for(source)?;
+        let (actor, actor_id, arbiter) = self
+            .registry
+            .borrow_mut()
+            .start_actor(hint, factory.clone())?;
+        match actor.send(CreateInstance).await {
+            Ok(Ok(description)) => Ok(Prepared {
+                actor,
+                actor_id,
+                arbiter,
+                description,
+                factory,
+                source,
+            }),
+            Ok(Err(error)) => {
+                actor.do_send(TerminatePlugin);
+                Err(error.into())
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Checks a prepared instance against the registry and resolves its grants. `reloading`
+    /// names the loaded plugin it would replace. On refusal the prepared actor is terminated.
+    pub(super) fn validate(
+        &self,
+        prepared: &Prepared,
+        overrides: &Option<ResourceOverrides>,
+        reloading: Option<&str>,
+    ) -> Result<(ResourceGrants, Option<ResourceOverrides>)> {
+        let validated = (|| {
+            let registry = self.registry.borrow();
+            let manifest = &prepared.description.manifest;
+            let name = &manifest.name;
+            match reloading {
+                Some(loaded) if loaded != name => {
+                    return Err(Error::Plugin(warden_runtime::Error::invalid_format(format!(
+                        "the file of plugin '{loaded}' now declares plugin '{name}'; unload it and load the file instead"
+                    ))));
+                }
+                Some(_) => registry
+                    .graph
+                    .validate_version_change(name, &manifest.version)?,
+                None if registry.plugins.contains_key(name) => {
+                    return Err(Error::AlreadyLoaded { name: name.clone() });
+                }
+                None => {}
+            }
+            registry
+                .graph
+                .validate(name, &manifest.version, &manifest.dependencies)?;
+            registry.check_name_prefix(name)?;
+            let effective = overrides
+                .clone()
+                .or_else(|| registry.overrides.get(name).cloned())
+                .filter(|overrides| *overrides != ResourceOverrides::default());
+            let grants = ResourceGrants::resolve(
+                name,
+                &manifest.allowed_tables,
+                &manifest.allowed_topics,
+                &manifest.allowed_buckets,
+                effective.as_ref(),
+            )?;
+            Ok((grants, effective))
+        })();
+        if validated.is_err() {
+            prepared.actor.do_send(TerminatePlugin);
+        }
+        validated
+    }
+
+    /// Starts the instance's gateways, creates its declared topics and buckets, and runs its
+    /// `initialize`. On failure the prepared actor is terminated.
+    pub(super) async fn start_instance(
+        &self,
+        prepared: &Prepared,
+        grants: &ResourceGrants,
+    ) -> Result<PluginGateways> {
+        let name = &prepared.description.manifest.name;
+        let gateways = self
+            .registry
+            .borrow()
+            .start_gateways(name, grants, &prepared.arbiter);
+        let initialize = InitializeInstance {
+            gateways: gateways.clone(),
+            grants: grants.clone(),
+        };
+        let started = match ensure_resources(&gateways).await {
+            Ok(()) => flatten(prepared.actor.send(initialize).await),
+            Err(error) => Err(error),
+        };
+        match started {
+            Ok(()) => Ok(gateways),
+            Err(error) => {
+                prepared.actor.do_send(StopInstance { cleanup: false });
+                prepared.actor.do_send(TerminatePlugin);
+                Err(match error {
+                    Error::Plugin(source) => Error::InitializeFailed {
+                        plugin: name.clone(),
+                        source,
+                    },
+                    other => other,
+                })
+            }
+        }
+    }
+
+    /// Records a running instance in the registry, the directory and the state store.
+    /// `overrides` are the new ones given with the change (`Some(default)` removes them).
+    pub(super) async fn commit(
+        &self,
+        prepared: Prepared,
+        gateways: PluginGateways,
+        grants: ResourceGrants,
+        effective: Option<ResourceOverrides>,
+        overrides: Option<ResourceOverrides>,
+    ) -> Result<PluginInfo> {
+        let name = prepared.description.manifest.name.clone();
+        let reloaded = self.registry.borrow().plugins.contains_key(&name);
+        self.persist_loaded(&name, prepared.source.as_deref()).await;
+        let holds_resources = [
+            ResourceKind::Table,
+            ResourceKind::Topic,
+            ResourceKind::Bucket,
+        ]
+        .iter()
+        .any(|kind| grants.grants(*kind).iter().any(|grant| !grant.shared));
+        if holds_resources && !self.registry.borrow().claimed_prefixes.contains(&name) {
+            self.persist_claim(&name).await;
+            self.registry
+                .borrow_mut()
+                .claimed_prefixes
+                .insert(name.clone());
+        }
+        if let Some(overrides) = &overrides {
+            let stored =
+                Some(overrides).filter(|overrides| **overrides != ResourceOverrides::default());
+            self.persist_overrides(&name, stored).await;
+        }
+        let mut registry = self.registry.borrow_mut();
+        let manifest = prepared.description.manifest.clone();
+        registry.graph.insert(
+            &name,
+            manifest.version.clone(),
+            manifest.dependencies.clone(),
+        );
+        registry.directory.insert(
+            name.clone(),
+            DirectoryEntry {
+                address: prepared.actor.clone(),
+                description: prepared.description.clone(),
+            },
+        );
+        match overrides {
+            Some(overrides) if overrides == ResourceOverrides::default() => {
+                registry.overrides.remove(&name);
+            }
+            Some(overrides) => {
+                registry.overrides.insert(name.clone(), overrides);
+            }
+            None => {}
+        }
+        registry.plugins.insert(
+            name.clone(),
+            LoadedPlugin {
+                actor: prepared.actor,
+                actor_id: prepared.actor_id,
+                gateways,
+                description: prepared.description,
+                factory: prepared.factory,
+                source: prepared.source,
+                grants,
+                overrides: effective,
+                state: PluginState::Running,
+                restarts: 0,
+            },
+        );
+        update_state_gauges(&registry.plugins);
+        let version = manifest.version.to_string();
+        if reloaded {
+            tracing::info!(plugin = %name, %version, "plugin reloaded");
+            registry.publish(
+                "plugin:loaded",
+                json!({ "name": name, "version": version, "reason": "reload" }),
+            );
+        } else {
+            tracing::info!(plugin = %name, %version, "plugin loaded");
+            registry.publish("plugin:loaded", json!({ "name": name, "version": version }));
+        }
+        registry.info(&name)
+    }
+
+    /// Validates a prepared instance against the registry, initializes it and commits it.
+    pub(super) async fn admit(
+        &self,
+        prepared: Prepared,
+        overrides: Option<ResourceOverrides>,
+    ) -> Result<PluginInfo> {
+        let (grants, effective) = self.validate(&prepared, &overrides, None)?;
+        let gateways = self.start_instance(&prepared, &grants).await?;
+        self.commit(prepared, gateways, grants, effective, overrides)
+            .await
+    }
+
+    pub(super) async fn load(
+        &self,
+        source: PluginSource,
+        overrides: Option<ResourceOverrides>,
+    ) -> Result<PluginInfo> {
+        if let Some(overrides) = &overrides {
+            overrides.validate()?;
+        }
+        let prepared = self.prepare(&source).await?;
+        self.admit(prepared, overrides).await
+    }
+
+    /// Stops one plugin for good: out of the directory, `cleanup()`, dispose, forget. With
+    /// `forget`, it is also dropped from the durable set of loaded plugins (not at shutdown,
+    /// whose plugins a restarted Warden loads again).
+    pub(super) async fn stop_plugin(&self, name: &str, forget: bool) {
+        if forget {
+            self.persist_loaded(name, None).await;
+        }
+        let actor = {
+            let registry = self.registry.borrow();
+            registry.directory.remove(name);
+            registry
+                .plugins
+                .get(name)
+                .map(|plugin| (plugin.actor.clone(), plugin.description.has_cleanup))
+        };
+        match actor {
+            // `cleanup()` must have finished before the unload answers.
+            Some((actor, true)) => {
+                self.registry
+                    .borrow_mut()
+                    .set_state(name, PluginState::Stopping);
+                let _ = actor.send(StopInstance { cleanup: true }).await;
+                actor.do_send(TerminatePlugin);
+            }
+            // Nothing to wait for: the actor disposes the instance after the answer.
+            Some((actor, false)) => actor.do_send(TerminatePlugin),
+            None => {}
+        }
+        let mut registry = self.registry.borrow_mut();
+        if let Some(plugin) = registry.plugins.remove(name) {
+            registry.graph.remove(name);
+            update_state_gauges(&registry.plugins);
+            tracing::info!(plugin = %name, "plugin unloaded");
+            registry.publish(
+                "plugin:unloaded",
+                json!({ "name": name, "version": plugin.description.manifest.version.to_string() }),
+            );
+        }
+    }
+
+    pub(super) async fn unload(&self, name: String, cascade: bool) -> Result<()> {
+        let dependents = {
+            let registry = self.registry.borrow();
+            if !registry.plugins.contains_key(&name) {
+                return Err(Error::PluginNotFound { name });
+            }
+            let direct = registry.graph.direct_dependents(&name);
+            if !direct.is_empty() && !cascade {
+                return Err(Error::HasDependents {
+                    name,
+                    dependents: direct,
+                });
+            }
+            registry.graph.dependents_in_unload_order(&name)
+        };
+        for dependent in dependents {
+            self.stop_plugin(&dependent, true).await;
+        }
+        self.stop_plugin(&name, true).await;
+        Ok(())
+    }
+
+    pub(super) async fn reload(
+        &self,
+        name: String,
+        overrides: Option<ResourceOverrides>,
+    ) -> Result<PluginInfo> {
+        if let Some(overrides) = &overrides {
+            overrides.validate()?;
+        }
+        let (source, old_actor, old_gateways, old_grants) = {
+            let registry = self.registry.borrow();
+            let plugin = registry
+                .plugins
+                .get(&name)
+                .ok_or_else(|| Error::PluginNotFound { name: name.clone() })?;
+            let source = match &plugin.source {
+                Some(relative) => PluginSource::File(relative.clone()),
+                None => PluginSource::Native(plugin.factory.clone()),
+            };
+            (
+                source,
+                plugin.actor.clone(),
+                plugin.gateways.clone(),
+                plugin.grants.clone(),
+            )
+        };
+        let prepared = self.prepare(&source).await?;
+        let (grants, effective) = self.validate(&prepared, &overrides, Some(&name))?;
+        self.registry
+            .borrow_mut()
+            .set_state(&name, PluginState::Stopping);
+        let _ = old_actor.send(StopInstance { cleanup: true }).await;
+        let gateways = match self.start_instance(&prepared, &grants).await {
+            Ok(gateways) => gateways,
+            Err(error) => {
+                // Bring the previous version back, so a failed reload leaves the plugin as it was.
+                let restored = match flatten(old_actor.send(CreateInstance).await) {
+                    Ok(_) => flatten(
+                        old_actor
+                            .send(InitializeInstance {
+                                gateways: old_gateways,
+                                grants: old_grants,
+                            })
+                            .await,
+                    ),
+                    Err(error) => Err(error),
+                };
+                let mut registry = self.registry.borrow_mut();
+                match restored {
+                    Ok(()) => registry.set_state(&name, PluginState::Running),
+                    Err(restore_error) => {
+                        tracing::error!(plugin = %name, error = %restore_error, "the previous version could not be restored");
+                        registry.set_state(&name, PluginState::Failed);
+                    }
+                }
+                return Err(error);
+            }
+        };
+        old_actor.do_send(TerminatePlugin);
+        self.commit(prepared, gateways, grants, effective, overrides)
+            .await
+    }
+
+    pub(super) async fn scan(&self) -> ScanReport {
+        let mut report = ScanReport::default();
+        let files = match self.unloaded_files() {
+            Ok(files) => files,
+            Err(error) => {
+                report.failed.push((String::new(), error));
+                return report;
+            }
+        };
+        let mut prepared: Vec<Option<Prepared>> = Vec::new();
+        let mut candidates = Vec::new();
+        let mut paths = Vec::new();
+        for relative in files {
+            match self.prepare(&PluginSource::File(relative.clone())).await {
+                Ok(instance) => {
+                    let manifest = &instance.description.manifest;
+                    candidates.push(Candidate {
+                        index: prepared.len(),
+                        name: manifest.name.clone(),
+                        version: manifest.version.clone(),
+                        dependencies: manifest.dependencies.clone(),
+                    });
+                    prepared.push(Some(instance));
+                    paths.push(relative);
+                }
+                Err(error) => report.failed.push((relative, error)),
+            }
+        }
+        let (order, refused) = {
+            let registry = self.registry.borrow();
+            plan_batch_load(&registry.graph, &candidates)
+        };
+        for (index, error) in refused {
+            if let Some(instance) = prepared[index].take() {
+                instance.actor.do_send(TerminatePlugin);
+            }
+            report.failed.push((paths[index].clone(), error.into()));
+        }
+        for index in order {
+            let Some(instance) = prepared[index].take() else {
+                continue;
+            };
+            let name = instance.description.manifest.name.clone();
+            match self.admit(instance, None).await {
+                Ok(_) => report.loaded.push(name),
+                Err(error) => report.failed.push((paths[index].clone(), error)),
+            }
+        }
+        report
+    }
+
+    pub(super) async fn set_overrides(
+        &self,
+        name: String,
+        overrides: ResourceOverrides,
+    ) -> Result<(ResourceOverrides, Option<PluginInfo>)> {
+        validate_plugin_name(&name)?;
+        overrides.validate()?;
+        let loaded = self.registry.borrow().plugins.contains_key(&name);
+        if loaded {
+            let info = self.reload(name, Some(overrides.clone())).await?;
+            return Ok((overrides, Some(info)));
+        }
+        self.persist_overrides(&name, Some(&overrides)).await;
+        self.registry
+            .borrow_mut()
+            .overrides
+            .insert(name, overrides.clone());
+        Ok((overrides, None))
+    }
+
+    pub(super) async fn clear_overrides(&self, name: String) -> Result<()> {
+        validate_plugin_name(&name)?;
+        let loaded = self.registry.borrow().plugins.contains_key(&name);
+        if loaded {
+            self.reload(name.clone(), Some(ResourceOverrides::default()))
+                .await?;
+        }
+        self.persist_overrides(&name, None).await;
+        self.registry.borrow_mut().overrides.remove(&name);
+        Ok(())
+    }
+
+    pub(super) async fn unload_all(&self) {
+        let order = self.registry.borrow().graph.load_order();
+        for name in order.into_iter().rev() {
+            self.stop_plugin(&name, false).await;
+        }
+        if let Some(kafka) = &self.registry.borrow().config.backends.kafka {
+            kafka.flush();
+        }
+    }
+}
+
+/// Prepares the plugin's database role and creates its declared topics and buckets before its
+/// `initialize` runs.
+async fn ensure_resources(gateways: &PluginGateways) -> Result<()> {
+    if let Some(database) = &gateways.database {
+        flatten(database.send(PrepareDatabase).await)?;
+    }
+    if let Some(kafka) = &gateways.kafka {
+        flatten(kafka.send(EnsureTopics).await)?;
+    }
+    if let Some(storage) = &gateways.storage {
+        flatten(storage.send(EnsureBuckets).await)?;
+    }
+    Ok(())
+}
+
+pub(super) fn flatten<T>(
+    result: std::result::Result<warden_runtime::Result<T>, actix::MailboxError>,
+) -> Result<T> {
+    match result {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => Err(Error::Plugin(error)),
+        Err(error) => Err(error.into()),
+    }
+}

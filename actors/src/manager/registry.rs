@@ -1,0 +1,197 @@
+//! The registry: loaded plugins, their actors and gateways, and the naming rules between them.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use actix::{Actor, Addr, Arbiter, ArbiterHandle, Supervisor};
+use warden_runtime::graph::DependencyGraph;
+use warden_runtime::resources::{
+    overlapping_prefix, PrefixOverlap, ResourceGrants, ResourceOverrides,
+};
+use warden_runtime::{Event, PluginDescription, PluginFactory};
+
+use super::messages::{ManagerConfig, PluginInfo};
+use crate::broker::{EventBroker, PublishEvent};
+use crate::directory::PluginDirectory;
+use crate::gateways::{DatabaseGateway, KafkaGateway, PluginGateways, StorageGateway};
+use crate::plugin_actor::{PluginActor, PluginServices, PluginState};
+use crate::{Error, Result};
+
+pub(super) struct LoadedPlugin {
+    pub(super) actor: Addr<PluginActor>,
+    pub(super) actor_id: u64,
+    pub(super) gateways: PluginGateways,
+    pub(super) description: PluginDescription,
+    pub(super) factory: Arc<dyn PluginFactory>,
+    pub(super) source: Option<String>,
+    pub(super) grants: ResourceGrants,
+    pub(super) overrides: Option<ResourceOverrides>,
+    pub(super) state: PluginState,
+    pub(super) restarts: u32,
+}
+
+/// A plugin instance created and described, not yet validated or initialized.
+pub(super) struct Prepared {
+    pub(super) actor: Addr<PluginActor>,
+    pub(super) actor_id: u64,
+    pub(super) arbiter: ArbiterHandle,
+    pub(super) description: PluginDescription,
+    pub(super) factory: Arc<dyn PluginFactory>,
+    pub(super) source: Option<String>,
+}
+
+pub(super) struct Registry {
+    pub(super) config: ManagerConfig,
+    pub(super) plugins: BTreeMap<String, LoadedPlugin>,
+    /// Names of plugins that held resources (recorded in the state store): their prefixes stay
+    /// taken after unload, so no later plugin inherits their tables, topics or buckets.
+    pub(super) claimed_prefixes: BTreeSet<String>,
+    pub(super) graph: DependencyGraph,
+    pub(super) overrides: BTreeMap<String, ResourceOverrides>,
+    pub(super) directory: PluginDirectory,
+    pub(super) broker: Addr<EventBroker>,
+    pub(super) services: Option<PluginServices>,
+    pub(super) arbiters: Vec<Arbiter>,
+    pub(super) next_arbiter: usize,
+    pub(super) next_actor_id: u64,
+}
+
+impl Registry {
+    pub(super) fn info(&self, name: &str) -> Result<PluginInfo> {
+        let plugin = self
+            .plugins
+            .get(name)
+            .ok_or_else(|| Error::PluginNotFound {
+                name: name.to_string(),
+            })?;
+        Ok(PluginInfo {
+            description: plugin.description.clone(),
+            kind: plugin.factory.kind(),
+            source: plugin.source.clone(),
+            state: plugin.state,
+            dependents: self.graph.direct_dependents(name),
+            restarts: plugin.restarts,
+            grants: plugin.grants.clone(),
+            overrides: plugin.overrides.clone(),
+            database_role: self
+                .config
+                .backends
+                .database
+                .as_ref()
+                .and_then(|database| database.role_of(name)),
+        })
+    }
+
+    pub(super) fn publish(&self, event: &str, data: serde_json::Value) {
+        self.broker.do_send(PublishEvent {
+            event: Event::new(event, "warden", data),
+        });
+    }
+
+    pub(super) fn next_arbiter(&mut self) -> ArbiterHandle {
+        let index = self.next_arbiter % self.arbiters.len();
+        self.next_arbiter += 1;
+        self.arbiters[index].handle()
+    }
+
+    pub(super) fn start_actor(
+        &mut self,
+        name_hint: String,
+        factory: Arc<dyn PluginFactory>,
+    ) -> Result<(Addr<PluginActor>, u64, ArbiterHandle)> {
+        let services = self
+            .services
+            .clone()
+            .ok_or_else(|| Error::SystemUnavailable {
+                reason: "the plugin manager has not started".into(),
+            })?;
+        let actor_id = self.next_actor_id;
+        self.next_actor_id += 1;
+        let arbiter = self.next_arbiter();
+        let address = Supervisor::start_in_arbiter(&arbiter, move |_| {
+            PluginActor::new(name_hint, actor_id, factory, services)
+        });
+        Ok((address, actor_id, arbiter))
+    }
+
+    /// Starts the plugin's gateway actors, on its own arbiter, holding its grants.
+    pub(super) fn start_gateways(
+        &self,
+        plugin: &str,
+        grants: &ResourceGrants,
+        arbiter: &ArbiterHandle,
+    ) -> PluginGateways {
+        let backends = &self.config.backends;
+        PluginGateways {
+            database: backends.database.clone().map(|backend| {
+                let (plugin, grants) = (plugin.to_string(), grants.clone());
+                DatabaseGateway::start_in_arbiter(arbiter, move |_| {
+                    DatabaseGateway::new(plugin, grants, backend)
+                })
+            }),
+            kafka: backends.kafka.clone().map(|backend| {
+                let (plugin, grants) = (plugin.to_string(), grants.clone());
+                KafkaGateway::start_in_arbiter(arbiter, move |_| {
+                    KafkaGateway::new(plugin, grants, backend)
+                })
+            }),
+            storage: backends.storage.clone().map(|backend| {
+                let (plugin, grants) = (plugin.to_string(), grants.clone());
+                StorageGateway::start_in_arbiter(arbiter, move |_| {
+                    StorageGateway::new(plugin, grants, backend)
+                })
+            }),
+        }
+    }
+
+    /// Refuses a plugin whose name prefix overlaps a loaded plugin's, a claimed one's or the
+    /// shared resources' ([`overlapping_prefix`]).
+    pub(super) fn check_name_prefix(&self, plugin: &str) -> Result<()> {
+        let others = self
+            .plugins
+            .keys()
+            .chain(self.claimed_prefixes.iter())
+            .map(String::as_str);
+        let reason = match overlapping_prefix(plugin, others) {
+            None => return Ok(()),
+            Some(PrefixOverlap::Shared) => format!(
+                "plugin name '{plugin}' would share the prefix of shared resources ('shared_')"
+            ),
+            Some(PrefixOverlap::Plugin(other)) => {
+                let whose = if self.plugins.contains_key(other) {
+                    "loaded plugin"
+                } else {
+                    "plugin"
+                };
+                format!("plugin name '{plugin}' overlaps the prefix of {whose} '{other}', so their physical names could meet (a prefix that held resources stays claimed after unload)")
+            }
+        };
+        Err(Error::Plugin(warden_runtime::Error::invalid_name(reason)))
+    }
+
+    pub(super) fn set_state(&mut self, name: &str, state: PluginState) {
+        if let Some(plugin) = self.plugins.get_mut(name) {
+            plugin.state = state;
+        }
+        update_state_gauges(&self.plugins);
+    }
+}
+
+pub(super) fn update_state_gauges(plugins: &BTreeMap<String, LoadedPlugin>) {
+    const STATES: [PluginState; 5] = [
+        PluginState::Starting,
+        PluginState::Running,
+        PluginState::Restarting,
+        PluginState::Failed,
+        PluginState::Stopping,
+    ];
+    let mut counts = [0usize; STATES.len()];
+    for plugin in plugins.values() {
+        if let Some(index) = STATES.iter().position(|state| *state == plugin.state) {
+            counts[index] += 1;
+        }
+    }
+    for (state, count) in STATES.iter().zip(counts) {
+        metrics::gauge!("warden_plugins", "state" => state.as_str()).set(count as f64);
+    }
+}
