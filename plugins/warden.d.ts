@@ -66,7 +66,9 @@ export type EventListener = (data: any, meta: { event: string; source: string })
 /** Patterns are event names or globs over ":"-separated segments: `*` is one segment, `**` any rest. */
 export interface EventBus {
   /** Returns at once; data must be JSON-serializable (null when omitted); the emitter never hears itself.
-   *  Data over WARDEN_PLUGIN_MAX_MESSAGE_BYTES (1 MiB) of JSON throws MessageTooLargeError and is never delivered. */
+   *  Data over WARDEN_PLUGIN_MAX_MESSAGE_BYTES (1 MiB) of JSON throws MessageTooLargeError and is never delivered.
+   *  A burst waits for slow listeners against this plugin's own heap limit: past it, emit throws
+   *  EventBacklogFullError, and the plugin's new calls wait while its listeners catch up. */
   emit(event: string, data?: unknown): void;
   /** Calls listener for every matching event; it runs without a `this`, so use an arrow function. */
   on(pattern: string, listener: EventListener): void;
@@ -197,6 +199,7 @@ export type WardenErrorName =
   | "PluginUnloadedError"
   | "MessageTooLargeError"
   | "TimerLimitError"
+  | "EventBacklogFullError"
   | "MethodNotAllowedError"
   | "MethodNotFoundError";
 

@@ -1,23 +1,38 @@
-//! EventBroker: subscriptions by pattern, fan-out in batches, per-pair FIFO, bounded queues.
+//! EventBroker: subscriptions by pattern, fan-out in batches, per-pair FIFO, and bursts that
+//! lose nothing (`PLUGIN_API.md`, "Events under load").
 //!
-//! Every event goes through this one actor, so events from one emitter reach each listener in
-//! the order they were emitted. Deliveries are gathered per subscriber and flushed as one
-//! message per subscriber, so a plugin actor handles a whole batch per mailbox turn. Each
-//! subscriber has a bounded queue (events sent but not yet handled): past its capacity, events
-//! for that subscriber are dropped and counted, and the emitter is never blocked.
+//! Every event goes through this one actor, into one log in emission order, so events from one
+//! emitter reach each listener in the order they were emitted. Each subscriber reads the log
+//! from its own cursor and has at most `window` events in flight (sent, not yet handled):
+//! batches go out as it handles the previous ones (`EventsHandled`), so a burst waits in the log
+//! instead of being dropped, and the log holds each event once however many listen. An event
+//! leaves the log when every subscriber's cursor has passed it.
+//!
+//! The emitter pays for its burst: every undelivered event is counted in its
+//! [`EmitterBacklog`], which refuses emits past the emitter's byte budget and makes the
+//! emitter's new calls wait while it holds more than `window` undelivered events. Only a
+//! subscriber that handles nothing for longer than the stall limit (the plugin call time
+//! limit) loses events: its cursor jumps to the end of the log, the skipped events are counted
+//! (`warden_events_dropped_total{plugin}`) and logged, and it is told once per episode with a
+//! `plugin:events-dropped` event.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::{Actor, AsyncContext as _, Context, Handler, Message, Recipient};
-use tokio::sync::mpsc;
+use serde_json::json;
+use tokio::sync::{mpsc, Notify};
 use warden_runtime::events::EventPattern;
 use warden_runtime::Event;
 
-/// Events a subscriber may have queued before further events for it are dropped.
+/// Events a subscriber may have in flight (sent, not yet handled) at once.
 pub const DEFAULT_QUEUE_CAPACITY: usize = 10_000;
+
+/// How long a subscriber may handle nothing while events wait for it before they are dropped
+/// for it: the default plugin call time limit.
+pub const DEFAULT_STALL_LIMIT: Duration = Duration::from_millis(5_000);
 
 /// Identifies one subscribing plugin instance; a restarted instance gets a new generation.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -44,6 +59,17 @@ pub struct DeliverEvents {
 pub struct PublishEvent {
     /// The event; its `source` decides who does not receive it.
     pub event: Arc<Event>,
+    /// The emitting plugin's backlog, already charged with this event ([`EmitterBacklog::charge`]);
+    /// `None` for Warden's own events.
+    pub emitter: Option<Arc<EmitterBacklog>>,
+}
+
+/// A subscriber handled a batch: the broker sends it more, if more wait for it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct EventsHandled {
+    /// The subscribing instance.
+    pub subscriber: SubscriberKey,
 }
 
 /// Adds one subscription of a plugin instance to a pattern (counted: subscribe twice,
@@ -89,20 +115,124 @@ pub struct OpenEventStream {
     pub sender: mpsc::Sender<Arc<Event>>,
 }
 
+/// One plugin instance's emitted events that have not reached every listener yet: charged at
+/// `emit`, released when the event leaves the broker's log.
+#[derive(Debug)]
+pub struct EmitterBacklog {
+    events: AtomicUsize,
+    bytes: AtomicUsize,
+    /// Most bytes of undelivered events; an emit past it is refused.
+    byte_budget: usize,
+    /// Most undelivered events before the emitter's new calls wait.
+    call_threshold: usize,
+    drained: Notify,
+}
+
+impl EmitterBacklog {
+    /// A backlog refusing emits past `byte_budget` bytes and holding calls past
+    /// `call_threshold` events.
+    pub fn new(byte_budget: usize, call_threshold: usize) -> Self {
+        EmitterBacklog {
+            events: AtomicUsize::new(0),
+            bytes: AtomicUsize::new(0),
+            byte_budget,
+            call_threshold: call_threshold.max(1),
+            drained: Notify::new(),
+        }
+    }
+
+    /// Counts one event of `bytes` as undelivered, or answers `false` (counting nothing) when
+    /// it would take the backlog past its byte budget.
+    pub fn charge(&self, bytes: usize) -> bool {
+        let charged = self
+            .bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                held.checked_add(bytes)
+                    .filter(|total| *total <= self.byte_budget || held == 0)
+            })
+            .is_ok();
+        if charged {
+            self.events.fetch_add(1, Ordering::AcqRel);
+        }
+        charged
+    }
+
+    fn release(&self, bytes: usize) {
+        let _ = self
+            .bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                Some(held.saturating_sub(bytes))
+            });
+        let before = self
+            .events
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                Some(held.saturating_sub(1))
+            })
+            .unwrap_or(0);
+        if before == self.call_threshold + 1 {
+            self.drained.notify_waiters();
+        }
+    }
+
+    /// Whether the emitter holds more undelivered events than its new calls may start with.
+    pub fn holds_calls(&self) -> bool {
+        self.events() > self.call_threshold
+    }
+
+    /// Undelivered events.
+    pub fn events(&self) -> usize {
+        self.events.load(Ordering::Acquire)
+    }
+
+    /// The byte budget, for refusal messages.
+    pub fn byte_budget(&self) -> usize {
+        self.byte_budget
+    }
+
+    /// Waits until the emitter holds at most its call threshold of undelivered events.
+    pub async fn wait_until_drained(&self) {
+        loop {
+            let drained = self.drained.notified();
+            if self.events() <= self.call_threshold {
+                return;
+            }
+            drained.await;
+        }
+    }
+}
+
+/// What an event holds in memory, roughly: its serialized data, the parsed data beside it
+/// (counted as twice the text), its name and source, and the allocation overheads.
+pub fn held_bytes(event: &Event) -> usize {
+    const OVERHEAD: usize = 128;
+    event.data_json.len() * 3 + event.name.len() + event.source.len() + OVERHEAD
+}
+
+struct LoggedEvent {
+    event: Arc<Event>,
+    bytes: usize,
+    emitter: Option<Arc<EmitterBacklog>>,
+}
+
 struct Subscriber {
     deliver_to: Recipient<DeliverEvents>,
     queue: Arc<AtomicUsize>,
     patterns: Vec<(EventPattern, usize)>,
-    pending: Vec<Arc<Event>>,
-    dropped_since_warning: u64,
-    last_warning: Option<Instant>,
+    /// The log position of the next event to consider for it.
+    cursor: u64,
+    /// When it last handled a batch, or was last idle.
+    last_progress: Instant,
+    /// Whether it lost events in the current stall and was told.
+    stalled: bool,
 }
 
 impl Subscriber {
-    fn matches(&self, event: &Event) -> bool {
-        self.patterns
-            .iter()
-            .any(|(pattern, _)| pattern.matches(&event.name))
+    fn wants(&self, key: &SubscriberKey, event: &Event) -> bool {
+        key.plugin != event.source
+            && self
+                .patterns
+                .iter()
+                .any(|(pattern, _)| pattern.matches(&event.name))
     }
 }
 
@@ -115,69 +245,172 @@ struct EventStream {
 pub struct EventBroker {
     subscribers: HashMap<SubscriberKey, Subscriber>,
     streams: Vec<EventStream>,
-    queue_capacity: usize,
+    /// Events not yet past every subscriber's cursor, in emission order.
+    log: VecDeque<LoggedEvent>,
+    /// The log position of `log[0]`.
+    log_start: u64,
+    window: usize,
+    stall_limit: Duration,
     flush_scheduled: bool,
+    stall_check_scheduled: bool,
 }
 
 impl EventBroker {
-    /// A broker whose subscribers may each have `queue_capacity` events in flight.
-    pub fn new(queue_capacity: usize) -> Self {
+    /// A broker whose subscribers may each have `window` events in flight, and lose waiting
+    /// events after `stall_limit` without progress.
+    pub fn new(window: usize, stall_limit: Duration) -> Self {
         EventBroker {
             subscribers: HashMap::new(),
             streams: Vec::new(),
-            queue_capacity: queue_capacity.max(1),
+            log: VecDeque::new(),
+            log_start: 0,
+            window: window.max(1),
+            stall_limit,
             flush_scheduled: false,
+            stall_check_scheduled: false,
         }
     }
 
-    fn flush(&mut self) {
+    fn log_end(&self) -> u64 {
+        self.log_start + self.log.len() as u64
+    }
+
+    /// Sends each subscriber what waits for it, as far as its window allows, then forgets
+    /// the events every subscriber has passed.
+    fn flush(&mut self, context: &mut Context<Self>) {
         self.flush_scheduled = false;
-        let capacity = self.queue_capacity;
         for (key, subscriber) in &mut self.subscribers {
-            if subscriber.pending.is_empty() {
-                continue;
+            send_waiting(&self.log, self.log_start, self.window, key, subscriber);
+        }
+        self.trim_log();
+        self.schedule_stall_check(context);
+    }
+
+    fn trim_log(&mut self) {
+        let end = self.log_end();
+        let passed_by_all = self
+            .subscribers
+            .values()
+            .map(|subscriber| subscriber.cursor)
+            .min()
+            .unwrap_or(end);
+        while self.log_start < passed_by_all {
+            let Some(logged) = self.log.pop_front() else {
+                break;
+            };
+            if let Some(emitter) = &logged.emitter {
+                emitter.release(logged.bytes);
             }
-            let mut events = std::mem::take(&mut subscriber.pending);
-            let queued = subscriber.queue.load(Ordering::Acquire);
-            let room = capacity.saturating_sub(queued);
-            if events.len() > room {
-                let dropped = (events.len() - room) as u64;
-                events.truncate(room);
-                metrics::counter!("warden_events_dropped_total", "plugin" => key.plugin.clone())
-                    .increment(dropped);
-                subscriber.dropped_since_warning += dropped;
-                // One warning per subscriber per second, so a flood does not flood the log too.
-                let now = Instant::now();
-                if subscriber
-                    .last_warning
-                    .is_none_or(|last| now.duration_since(last) >= Duration::from_secs(1))
-                {
-                    tracing::warn!(
-                        plugin = %key.plugin,
-                        dropped = subscriber.dropped_since_warning,
-                        capacity,
-                        "event queue full; events for this plugin were dropped"
-                    );
-                    subscriber.dropped_since_warning = 0;
-                    subscriber.last_warning = Some(now);
-                }
-            }
-            if events.is_empty() {
-                continue;
-            }
-            subscriber.queue.fetch_add(events.len(), Ordering::AcqRel);
-            metrics::counter!("warden_events_delivered_total").increment(events.len() as u64);
-            subscriber.deliver_to.do_send(DeliverEvents {
-                generation: key.generation,
-                events,
+            self.log_start += 1;
+        }
+    }
+
+    fn schedule_stall_check(&mut self, context: &mut Context<Self>) {
+        let end = self.log_end();
+        let waiting = self
+            .subscribers
+            .values()
+            .any(|subscriber| subscriber.cursor < end);
+        if waiting && !self.stall_check_scheduled {
+            self.stall_check_scheduled = true;
+            let period = (self.stall_limit / 4).max(Duration::from_millis(1));
+            context.run_later(period, |broker, context| {
+                broker.stall_check_scheduled = false;
+                broker.drop_for_stalled();
+                broker.trim_log();
+                broker.schedule_stall_check(context);
             });
         }
     }
+
+    /// Skips the waiting events of every subscriber that handled nothing for longer than the
+    /// stall limit.
+    fn drop_for_stalled(&mut self) {
+        let end = self.log_end();
+        let now = Instant::now();
+        for (key, subscriber) in &mut self.subscribers {
+            if subscriber.cursor >= end
+                || now.duration_since(subscriber.last_progress) < self.stall_limit
+            {
+                continue;
+            }
+            let mut dropped = 0u64;
+            while subscriber.cursor < end {
+                let logged = &self.log[(subscriber.cursor - self.log_start) as usize];
+                if subscriber.wants(key, &logged.event) {
+                    dropped += 1;
+                }
+                subscriber.cursor += 1;
+            }
+            if dropped == 0 {
+                continue;
+            }
+            metrics::counter!("warden_events_dropped_total", "plugin" => key.plugin.clone())
+                .increment(dropped);
+            tracing::warn!(
+                plugin = %key.plugin,
+                dropped,
+                stalled_for_ms = now.duration_since(subscriber.last_progress).as_millis() as u64,
+                "a listener made no progress past the call time limit; events for it were dropped"
+            );
+            if !subscriber.stalled {
+                subscriber.stalled = true;
+                // Told once per episode, after the events already in flight to it.
+                let notice = Event::new(
+                    "plugin:events-dropped",
+                    "warden",
+                    json!({ "name": key.plugin, "dropped": dropped }),
+                );
+                subscriber.queue.fetch_add(1, Ordering::AcqRel);
+                subscriber.deliver_to.do_send(DeliverEvents {
+                    generation: key.generation,
+                    events: vec![notice],
+                });
+            }
+        }
+    }
+}
+
+/// Sends `subscriber` what waits for it in the log, as far as its window allows.
+fn send_waiting(
+    log: &VecDeque<LoggedEvent>,
+    log_start: u64,
+    window: usize,
+    key: &SubscriberKey,
+    subscriber: &mut Subscriber,
+) {
+    let end = log_start + log.len() as u64;
+    let in_flight = subscriber.queue.load(Ordering::Acquire);
+    let room = window.saturating_sub(in_flight);
+    if room == 0 || subscriber.cursor >= end {
+        return;
+    }
+    let mut batch = Vec::new();
+    while subscriber.cursor < end && batch.len() < room {
+        let logged = &log[(subscriber.cursor - log_start) as usize];
+        if subscriber.wants(key, &logged.event) {
+            batch.push(logged.event.clone());
+        }
+        subscriber.cursor += 1;
+    }
+    if batch.is_empty() {
+        return;
+    }
+    if in_flight == 0 {
+        // It was idle: any stall starts now.
+        subscriber.last_progress = Instant::now();
+    }
+    subscriber.queue.fetch_add(batch.len(), Ordering::AcqRel);
+    metrics::counter!("warden_events_delivered_total").increment(batch.len() as u64);
+    subscriber.deliver_to.do_send(DeliverEvents {
+        generation: key.generation,
+        events: batch,
+    });
 }
 
 impl Default for EventBroker {
     fn default() -> Self {
-        EventBroker::new(DEFAULT_QUEUE_CAPACITY)
+        EventBroker::new(DEFAULT_QUEUE_CAPACITY, DEFAULT_STALL_LIMIT)
     }
 }
 
@@ -194,8 +427,8 @@ struct FlushDeliveries;
 impl Handler<FlushDeliveries> for EventBroker {
     type Result = ();
 
-    fn handle(&mut self, _: FlushDeliveries, _: &mut Self::Context) {
-        self.flush();
+    fn handle(&mut self, _: FlushDeliveries, context: &mut Self::Context) {
+        self.flush(context);
     }
 }
 
@@ -203,14 +436,7 @@ impl Handler<PublishEvent> for EventBroker {
     type Result = ();
 
     fn handle(&mut self, message: PublishEvent, context: &mut Self::Context) {
-        let event = message.event;
-        let mut gathered = false;
-        for (key, subscriber) in &mut self.subscribers {
-            if key.plugin != event.source && subscriber.matches(&event) {
-                subscriber.pending.push(event.clone());
-                gathered = true;
-            }
-        }
+        let PublishEvent { event, emitter } = message;
         if !self.streams.is_empty() {
             self.streams.retain(|stream| {
                 if !stream.pattern.matches(&event.name) {
@@ -222,10 +448,47 @@ impl Handler<PublishEvent> for EventBroker {
                 }
             });
         }
-        if gathered && !self.flush_scheduled {
+        let bytes = held_bytes(&event);
+        let wanted = self
+            .subscribers
+            .iter()
+            .any(|(key, subscriber)| subscriber.wants(key, &event));
+        if !wanted {
+            if let Some(emitter) = &emitter {
+                emitter.release(bytes);
+            }
+            return;
+        }
+        self.log.push_back(LoggedEvent {
+            event,
+            bytes,
+            emitter,
+        });
+        if !self.flush_scheduled {
             self.flush_scheduled = true;
             context.notify(FlushDeliveries);
         }
+    }
+}
+
+impl Handler<EventsHandled> for EventBroker {
+    type Result = ();
+
+    fn handle(&mut self, message: EventsHandled, context: &mut Self::Context) {
+        let Some(subscriber) = self.subscribers.get_mut(&message.subscriber) else {
+            return;
+        };
+        subscriber.last_progress = Instant::now();
+        subscriber.stalled = false;
+        send_waiting(
+            &self.log,
+            self.log_start,
+            self.window,
+            &message.subscriber,
+            subscriber,
+        );
+        self.trim_log();
+        self.schedule_stall_check(context);
     }
 }
 
@@ -233,6 +496,8 @@ impl Handler<Subscribe> for EventBroker {
     type Result = ();
 
     fn handle(&mut self, message: Subscribe, _: &mut Self::Context) {
+        // A new subscriber receives what is published from now on.
+        let log_end = self.log_end();
         let subscriber = self
             .subscribers
             .entry(message.subscriber)
@@ -240,9 +505,9 @@ impl Handler<Subscribe> for EventBroker {
                 deliver_to: message.deliver_to,
                 queue: message.queue,
                 patterns: Vec::new(),
-                pending: Vec::new(),
-                dropped_since_warning: 0,
-                last_warning: None,
+                cursor: log_end,
+                last_progress: Instant::now(),
+                stalled: false,
             });
         match subscriber
             .patterns
@@ -259,6 +524,7 @@ impl Handler<Unsubscribe> for EventBroker {
     type Result = ();
 
     fn handle(&mut self, message: Unsubscribe, _: &mut Self::Context) {
+        let end = self.log_end();
         let Some(subscriber) = self.subscribers.get_mut(&message.subscriber) else {
             return;
         };
@@ -272,8 +538,9 @@ impl Handler<Unsubscribe> for EventBroker {
                 subscriber.patterns.remove(index);
             }
         }
-        if subscriber.patterns.is_empty() && subscriber.pending.is_empty() {
+        if subscriber.patterns.is_empty() && subscriber.cursor >= end {
             self.subscribers.remove(&message.subscriber);
+            self.trim_log();
         }
     }
 }
@@ -283,6 +550,7 @@ impl Handler<RemoveSubscriber> for EventBroker {
 
     fn handle(&mut self, message: RemoveSubscriber, _: &mut Self::Context) {
         self.subscribers.remove(&message.subscriber);
+        self.trim_log();
     }
 }
 
@@ -294,5 +562,47 @@ impl Handler<OpenEventStream> for EventBroker {
             pattern: message.pattern,
             sender: message.sender,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_backlog_refuses_past_its_byte_budget_but_always_takes_one_event() {
+        let backlog = EmitterBacklog::new(1_000, 10);
+        assert!(
+            backlog.charge(2_000),
+            "an empty backlog takes one event of any size"
+        );
+        assert!(!backlog.charge(1), "then it is over budget");
+        assert_eq!(backlog.events(), 1, "a refused charge counts nothing");
+        backlog.release(2_000);
+        assert!(backlog.charge(600));
+        assert!(!backlog.charge(600), "600 + 600 is over 1,000");
+        assert!(backlog.charge(400));
+        assert_eq!(backlog.events(), 2);
+    }
+
+    #[actix_rt::test]
+    async fn calls_are_held_past_the_threshold_and_released_when_it_drains() {
+        let backlog = Arc::new(EmitterBacklog::new(usize::MAX, 2));
+        for _ in 0..3 {
+            assert!(backlog.charge(1));
+        }
+        assert!(backlog.holds_calls());
+        let waiter = {
+            let backlog = backlog.clone();
+            actix_rt::spawn(async move { backlog.wait_until_drained().await })
+        };
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "held while over the threshold");
+        backlog.release(1);
+        assert!(!backlog.holds_calls());
+        tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("released once drained")
+            .expect("the waiter ran");
     }
 }

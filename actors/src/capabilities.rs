@@ -17,7 +17,8 @@ use warden_runtime::{
 };
 
 use crate::broker::{
-    DeliverEvents, EventBroker, PublishEvent, Subscribe, SubscriberKey, Unsubscribe,
+    held_bytes, DeliverEvents, EmitterBacklog, EventBroker, PublishEvent, Subscribe, SubscriberKey,
+    Unsubscribe,
 };
 use crate::directory::PluginDirectory;
 use crate::gateways::database::{DatabaseGateway, ExecuteSql, Expect, SqlOutcome};
@@ -56,6 +57,8 @@ pub(crate) struct BrokerEvents {
     pub deliver_to: Recipient<DeliverEvents>,
     pub queue: Arc<AtomicUsize>,
     pub max_message_bytes: usize,
+    /// The plugin's emitted events not yet delivered to every listener.
+    pub backlog: Arc<EmitterBacklog>,
 }
 
 impl Events for BrokerEvents {
@@ -66,7 +69,19 @@ impl Events for BrokerEvents {
         // The event is serialized once for its listeners anyway, so every plugin kind's emits
         // are measured here at no extra cost (JavaScript ones were measured before parsing too).
         check_event_size(&event, self.max_message_bytes)?;
-        self.broker.do_send(PublishEvent { event });
+        if !self.backlog.charge(held_bytes(&event)) {
+            let error = Error::EventBacklogFull {
+                plugin: event.source.clone(),
+                budget_bytes: self.backlog.byte_budget(),
+            };
+            count_limit_refusal(&event.source, HostLimit::EventBacklog, 1);
+            tracing::warn!(plugin = %event.source, limit = HostLimit::EventBacklog.as_str(), "{error}");
+            return Err(error);
+        }
+        self.broker.do_send(PublishEvent {
+            event,
+            emitter: Some(self.backlog.clone()),
+        });
         Ok(())
     }
 

@@ -28,7 +28,9 @@ use warden_runtime::{
     Result, Storage,
 };
 
-use crate::broker::{DeliverEvents, EventBroker, RemoveSubscriber, SubscriberKey};
+use crate::broker::{
+    DeliverEvents, EmitterBacklog, EventBroker, EventsHandled, RemoveSubscriber, SubscriberKey,
+};
 use crate::capabilities::{
     ActorSupervision, BrokerEvents, DirectoryDependencies, GatewayDatabase, GatewayKafka,
     GatewayStorage, Liveness,
@@ -136,8 +138,11 @@ pub struct PluginServices {
     pub call_timeout: Duration,
     /// The largest event `data` a plugin may emit, applied to every plugin kind.
     pub max_message_bytes: usize,
-    /// Events a plugin may have queued before more are dropped for it.
+    /// Events a plugin may have in flight as a listener; as an emitter, undelivered events past
+    /// which its new calls wait.
     pub event_queue_capacity: usize,
+    /// Bytes of undelivered events an emitter may hold (its heap limit).
+    pub event_backlog_bytes: usize,
 }
 
 /// Creates the instance (evaluates the module) and describes it.
@@ -205,6 +210,7 @@ pub struct PluginActor {
     recent_restarts: VecDeque<Instant>,
     restarts: u32,
     queue: Arc<AtomicUsize>,
+    backlog: Arc<EmitterBacklog>,
     terminated: bool,
 }
 
@@ -216,6 +222,10 @@ impl PluginActor {
         factory: Arc<dyn PluginFactory>,
         services: PluginServices,
     ) -> Self {
+        let backlog = Arc::new(EmitterBacklog::new(
+            services.event_backlog_bytes,
+            services.event_queue_capacity,
+        ));
         PluginActor {
             name,
             actor_id,
@@ -231,6 +241,7 @@ impl PluginActor {
             recent_restarts: VecDeque::new(),
             restarts: 0,
             queue: Arc::new(AtomicUsize::new(0)),
+            backlog,
             terminated: false,
         }
     }
@@ -298,6 +309,7 @@ impl PluginActor {
                 deliver_to: context.address().recipient(),
                 queue: self.queue.clone(),
                 max_message_bytes: self.services.max_message_bytes,
+                backlog: self.backlog.clone(),
             }),
             dependencies: Rc::new(DirectoryDependencies {
                 liveness: liveness.clone(),
@@ -532,14 +544,41 @@ impl Handler<CallPlugin> for PluginActor {
         };
         let plugin = self.name.clone();
         let started_at = Instant::now();
-        let call = guarded(&plugin, self.services.call_timeout, || {
-            instance.call(message.target, message.arguments)
-        });
+        let call_timeout = self.services.call_timeout;
+        // An emitter whose earlier events have not reached their listeners takes no new call
+        // until they drain (`PLUGIN_API.md`, "Events under load"); otherwise the call starts
+        // now, in the order calls arrived.
+        let start = if self.backlog.holds_calls() {
+            Err((self.backlog.clone(), message))
+        } else {
+            Ok(guarded(&plugin, call_timeout, || {
+                instance.call(message.target, message.arguments)
+            }))
+        };
         let generation = self.generation;
         let actor = context.address().downgrade();
         // The call's future runs on the arbiter, outside this actor's context, so later messages
         // start while it awaits; a crash reported through it restarts the instance it ran on.
         Box::pin(async move {
+            let call = match start {
+                Ok(call) => call,
+                Err((backlog, message)) => {
+                    let deadline = tokio::time::Instant::now() + call_timeout;
+                    if tokio::time::timeout_at(deadline, backlog.wait_until_drained())
+                        .await
+                        .is_err()
+                    {
+                        return Err(Error::Timeout {
+                            plugin,
+                            limit_ms: call_timeout.as_millis() as u64,
+                        });
+                    }
+                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    guarded(&plugin, left, || {
+                        instance.call(message.target, message.arguments)
+                    })
+                }
+            };
             let result = call.await;
             let outcome = match &result {
                 Ok(_) => "ok",
@@ -590,6 +629,13 @@ impl Handler<DeliverEvents> for PluginActor {
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
                 Some(queued.saturating_sub(message.events.len()))
             });
+        // Handled or not, the broker may send what waits: it counts progress, not success.
+        self.services.broker.do_send(EventsHandled {
+            subscriber: SubscriberKey {
+                plugin: self.name.clone(),
+                generation: message.generation,
+            },
+        });
         if message.generation != self.generation || self.state != PluginState::Running {
             return;
         }

@@ -46,7 +46,11 @@ impl Warden {
     pub fn start(config: ManagerConfig) -> Self {
         let backends = config.backends.clone();
         let max_message_bytes = config.limits.max_message_bytes;
-        let broker = EventBroker::new(config.event_queue_capacity).start();
+        let broker = EventBroker::new(
+            config.event_queue_capacity,
+            Duration::from_millis(config.limits.call_timeout_ms),
+        )
+        .start();
         let directory = PluginDirectory::default();
         let manager = PluginManager::new(config, broker.clone(), directory.clone()).start();
         Warden {
@@ -216,7 +220,10 @@ impl Warden {
         validate_event_name(event)?;
         let event = Event::new(event, source, data);
         check_event_size(&event, self.max_message_bytes)?;
-        self.broker.do_send(PublishEvent { event });
+        self.broker.do_send(PublishEvent {
+            event,
+            emitter: None,
+        });
         Ok(())
     }
 

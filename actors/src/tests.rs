@@ -22,6 +22,10 @@ struct TestPlugin {
     description: PluginDescription,
     pattern: Option<String>,
     received: Arc<Mutex<Vec<(String, String, Value)>>>,
+    /// Blocks its thread this long in its first delivery: a listener that makes no progress.
+    stall_first_delivery: Option<Duration>,
+    stalled_once: std::cell::Cell<bool>,
+    events: std::cell::RefCell<Option<std::rc::Rc<dyn warden_runtime::Events>>>,
 }
 
 impl Plugin for TestPlugin {
@@ -38,6 +42,7 @@ impl Plugin for TestPlugin {
         };
         // Emitting to itself must never come back.
         let emitted = context.events.emit("self:check", json!(null));
+        *self.events.borrow_mut() = Some(context.events.clone());
         Box::pin(async move { subscribed.and(emitted) })
     }
 
@@ -45,11 +50,34 @@ impl Plugin for TestPlugin {
         if arguments.first() == Some(&json!("panic")) {
             panic!("test panic");
         }
+        // `{"emit": n, "bytes": b}` emits `n` events of `b` bytes of data and answers how many
+        // were emitted, or the name of the error that stopped it.
+        if let Some(count) = arguments
+            .first()
+            .and_then(|argument| argument["emit"].as_u64())
+        {
+            let bytes = arguments[0]["bytes"].as_u64().unwrap_or(1) as usize;
+            let events = self.events.borrow().clone().expect("initialized");
+            let answer = (0..count)
+                .find_map(|n| {
+                    events
+                        .emit("burst", json!({ "n": n, "pad": "x".repeat(bytes) }))
+                        .err()
+                        .map(|error| json!({ "emitted": n, "error": error.js_name() }))
+                })
+                .unwrap_or(json!({ "emitted": count }));
+            return Box::pin(async move { Ok(answer) });
+        }
         let echoed = arguments.into_iter().next().unwrap_or(Value::Null);
         Box::pin(async move { Ok(echoed) })
     }
 
     fn deliver_events(&self, events: &[Arc<Event>]) {
+        if let Some(stall) = self.stall_first_delivery {
+            if !self.stalled_once.replace(true) {
+                std::thread::sleep(stall);
+            }
+        }
         let mut received = self.received.lock().unwrap();
         for event in events {
             received.push((event.name.clone(), event.source.clone(), event.data.clone()));
@@ -68,6 +96,7 @@ struct TestFactory {
     pattern: Option<String>,
     received: Arc<Mutex<Vec<(String, String, Value)>>>,
     created: Arc<AtomicUsize>,
+    stall_first_delivery: Option<Duration>,
 }
 
 impl TestFactory {
@@ -77,7 +106,28 @@ impl TestFactory {
             pattern: pattern.map(str::to_string),
             received: Arc::default(),
             created: Arc::default(),
+            stall_first_delivery: None,
         })
+    }
+
+    /// A listener that blocks its thread for `stall` in its first delivery.
+    fn stalling(manifest: Value, pattern: &str, stall: Duration) -> Arc<Self> {
+        Arc::new(TestFactory {
+            manifest,
+            pattern: Some(pattern.to_string()),
+            received: Arc::default(),
+            created: Arc::default(),
+            stall_first_delivery: Some(stall),
+        })
+    }
+
+    fn received_data(&self) -> Vec<Value> {
+        self.received
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, _, data)| data.clone())
+            .collect()
     }
 }
 
@@ -94,6 +144,9 @@ impl PluginFactory for TestFactory {
             },
             pattern: self.pattern.clone(),
             received: self.received.clone(),
+            stall_first_delivery: self.stall_first_delivery,
+            stalled_once: std::cell::Cell::new(false),
+            events: std::cell::RefCell::new(None),
         }))
     }
 
@@ -298,21 +351,35 @@ async fn a_runaway_javascript_call_times_out_and_the_plugin_restarts() {
     assert_eq!(warden.get("spin".into()).await.unwrap().restarts, 1);
 }
 
-#[actix_rt::test]
-async fn a_full_event_queue_drops_and_counts_without_blocking_the_emitter() {
+fn start_with_window(
+    window: usize,
+    call_timeout_ms: u64,
+    plugin_threads: usize,
+) -> (Warden, tempfile::TempDir) {
     let directory = tempfile::tempdir().unwrap();
     let warden = Warden::start(ManagerConfig {
         plugins_dir: directory.path().to_path_buf(),
-        limits: PluginLimits::default(),
+        limits: PluginLimits {
+            memory_limit_mb: 16,
+            call_timeout_ms,
+            ..PluginLimits::default()
+        },
         policy: SupervisionPolicy::default(),
-        plugin_threads: 1,
-        event_queue_capacity: 5,
+        plugin_threads,
+        event_queue_capacity: window,
         backends: Default::default(),
         store: None,
     });
+    (warden, directory)
+}
+
+#[actix_rt::test]
+async fn a_burst_past_the_window_reaches_the_listener_whole_and_in_order_without_blocking_the_emitter(
+) {
+    let (warden, _directory) = start_with_window(5, 5_000, 1);
     let listener = TestFactory::new(json!({"name": "slow", "version": "1.0.0"}), Some("tick"));
     warden.load_native(listener.clone()).await.unwrap();
-    // One burst, without yielding: the broker gathers all 100 for one flush and has room for 5.
+    // One burst, without yielding: twenty times the listener's window of events in flight.
     let started = Instant::now();
     for n in 0..100 {
         warden.publish("tick", "admin", json!(n)).unwrap();
@@ -321,27 +388,109 @@ async fn a_full_event_queue_drops_and_counts_without_blocking_the_emitter() {
         started.elapsed() < Duration::from_secs(1),
         "publishing never waits on listeners"
     );
-    warden.publish("marker", "admin", json!(null)).unwrap();
-    wait_until("the first batch arrives", async || {
-        !listener.received.lock().unwrap().is_empty()
+    warden.publish("tick", "admin", json!("after")).unwrap();
+    wait_until("the whole burst arrives", async || {
+        listener.received.lock().unwrap().len() == 101
     })
     .await;
-    let received: Vec<Value> = listener
-        .received
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(_, _, data)| data.clone())
-        .collect();
-    assert_eq!(
-        received,
-        (0..5).map(|n| json!(n)).collect::<Vec<_>>(),
-        "the queue's capacity, in order; the rest dropped"
+    let mut expected: Vec<Value> = (0..100).map(|n| json!(n)).collect();
+    expected.push(json!("after"));
+    assert_eq!(listener.received_data(), expected, "every event, in order");
+}
+
+#[actix_rt::test]
+async fn only_a_listener_stalled_past_the_call_limit_loses_events_and_it_is_told_once() {
+    // Two threads: the stalled listener blocks one, the healthy one runs on the other.
+    let (warden, _directory) = start_with_window(5, 100, 2);
+    let stalled = TestFactory::stalling(
+        json!({"name": "stuck", "version": "1.0.0"}),
+        "tick",
+        Duration::from_millis(600),
     );
-    // Once handled, the queue has room again.
-    warden.publish("tick", "admin", json!("after")).unwrap();
-    wait_until("a later event arrives", async || {
-        listener.received.lock().unwrap().len() == 6
+    let healthy = TestFactory::new(json!({"name": "healthy", "version": "1.0.0"}), Some("tick"));
+    warden.load_native(stalled.clone()).await.unwrap();
+    warden.load_native(healthy.clone()).await.unwrap();
+    for n in 0..100 {
+        warden.publish("tick", "admin", json!(n)).unwrap();
+    }
+    wait_until("the healthy listener has the whole burst", async || {
+        healthy.received.lock().unwrap().len() == 100
+    })
+    .await;
+    assert_eq!(
+        healthy.received_data(),
+        (0..100).map(|n| json!(n)).collect::<Vec<_>>()
+    );
+    wait_until("the stalled listener is told", async || {
+        stalled
+            .received
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(name, _, _)| name == "plugin:events-dropped")
+    })
+    .await;
+    let received = stalled.received.lock().unwrap().clone();
+    let (delivered, notices): (Vec<_>, Vec<_>) =
+        received.iter().partition(|(name, _, _)| name == "tick");
+    let delivered: Vec<Value> = delivered.iter().map(|(_, _, data)| data.clone()).collect();
+    assert_eq!(
+        delivered,
+        (0..delivered.len()).map(|n| json!(n)).collect::<Vec<_>>(),
+        "what it got before stalling came in order"
+    );
+    assert!(
+        delivered.len() <= 10,
+        "at most its window before and after: {delivered:?}"
+    );
+    assert_eq!(notices.len(), 1, "told once per episode: {received:?}");
+    let (_, source, data) = notices[0];
+    assert_eq!(source, "warden");
+    assert_eq!(data["name"], "stuck");
+    assert_eq!(
+        data["dropped"].as_u64().unwrap() as usize + delivered.len(),
+        100,
+        "every event was delivered or counted as dropped: {data}"
+    );
+    // Making progress again ends the episode: new events reach it.
+    warden.publish("tick", "admin", json!("later")).unwrap();
+    wait_until("a later event reaches the recovered listener", async || {
+        stalled
+            .received
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(_, _, data)| *data == json!("later"))
+    })
+    .await;
+}
+
+#[actix_rt::test]
+async fn an_emitter_whose_listeners_lag_pays_with_its_own_budget() {
+    let (warden, _directory) = start_with_window(5, 2_000, 2);
+    let stalled = TestFactory::stalling(
+        json!({"name": "lagging", "version": "1.0.0"}),
+        "burst",
+        Duration::from_millis(1_500),
+    );
+    let emitter = TestFactory::new(json!({"name": "emitter", "version": "1.0.0"}), None);
+    warden.load_native(stalled.clone()).await.unwrap();
+    warden.load_native(emitter.clone()).await.unwrap();
+    // 512 KiB events (about 1.5 MiB held each) against a 16 MiB heap budget: a call that emits
+    // 1,000 of them stops with the typed error once its undelivered events fill the budget.
+    let answer = warden
+        .execute("emitter", json!({ "emit": 1000, "bytes": 512 * 1024 }))
+        .await
+        .unwrap();
+    assert_eq!(answer["error"], "EventBacklogFullError", "{answer}");
+    let emitted = answer["emitted"].as_u64().unwrap();
+    assert!((5..100).contains(&emitted), "{answer}");
+    // The listener recovers; what was emitted drains, and the emitter emits again.
+    wait_until("the emitter's backlog drains", async || {
+        warden
+            .execute("emitter", json!({ "emit": 1, "bytes": 1 }))
+            .await
+            .is_ok_and(|answer| answer == json!({ "emitted": 1 }))
     })
     .await;
 }

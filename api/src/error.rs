@@ -87,6 +87,7 @@ impl ApiError {
             | E::Backend { .. }
             | E::Capability { .. }
             | E::TimerLimit { .. }
+            | E::EventBacklogFull { .. }
             | E::MethodNotAllowed { .. } => (unprocessable, "execution_failed"),
         };
         let name = match code {

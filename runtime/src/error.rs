@@ -142,6 +142,11 @@ pub enum Error {
         limit: usize,
     },
 
+    /// A plugin emitted while its events that have not reached every listener yet hold its whole
+    /// budget (its heap limit); nothing was emitted.
+    #[error("plugin '{plugin}' has {budget_bytes} bytes of events its listeners have not received yet, its limit (WARDEN_PLUGIN_MEMORY_MB); the event was not emitted")]
+    EventBacklogFull { plugin: String, budget_bytes: usize },
+
     /// A plugin asked for one more timer while its limit of pending timers was reached.
     #[error("plugin '{plugin}' already has {limit} timers pending, its limit (WARDEN_PLUGIN_MAX_TIMERS)")]
     TimerLimit { plugin: String, limit: usize },
@@ -194,6 +199,7 @@ impl Error {
             Error::Capability { name, .. } => name,
             Error::MessageTooLarge { .. } => "MessageTooLargeError",
             Error::TimerLimit { .. } => "TimerLimitError",
+            Error::EventBacklogFull { .. } => "EventBacklogFullError",
             Error::MethodNotAllowed { .. } => "MethodNotAllowedError",
         }
     }

@@ -274,24 +274,29 @@ pub enum HostLimit {
     Timers,
     /// A dependency handle asked for one of the [`HOST_ONLY_FUNCTIONS`].
     HostOnlyFunction,
+    /// An emit while the plugin's undelivered events held its whole budget.
+    EventBacklog,
 }
 
 impl HostLimit {
     /// Every limit, for code that keeps per-limit state in an array.
-    pub const ALL: [HostLimit; 4] = [
+    pub const ALL: [HostLimit; 5] = [
         HostLimit::MessageBytes,
         HostLimit::LogBytes,
         HostLimit::Timers,
         HostLimit::HostOnlyFunction,
+        HostLimit::EventBacklog,
     ];
 
-    /// The label value (`message_bytes`, `log_bytes`, `timers`, `host_only_function`).
+    /// The label value (`message_bytes`, `log_bytes`, `timers`, `host_only_function`,
+    /// `event_backlog`).
     pub fn as_str(self) -> &'static str {
         match self {
             HostLimit::MessageBytes => "message_bytes",
             HostLimit::LogBytes => "log_bytes",
             HostLimit::Timers => "timers",
             HostLimit::HostOnlyFunction => "host_only_function",
+            HostLimit::EventBacklog => "event_backlog",
         }
     }
 

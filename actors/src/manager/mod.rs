@@ -90,6 +90,9 @@ impl Actor for PluginManager {
             call_timeout: Duration::from_millis(registry.config.limits.call_timeout_ms),
             max_message_bytes: registry.config.limits.max_message_bytes,
             event_queue_capacity: registry.config.event_queue_capacity,
+            event_backlog_bytes: usize::try_from(registry.config.limits.memory_limit_mb)
+                .unwrap_or(usize::MAX)
+                .saturating_mul(1024 * 1024),
         });
         update_state_gauges(&registry.plugins);
     }

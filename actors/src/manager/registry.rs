@@ -85,6 +85,7 @@ impl Registry {
     pub(super) fn publish(&self, event: &str, data: serde_json::Value) {
         self.broker.do_send(PublishEvent {
             event: Event::new(event, "warden", data),
+            emitter: None,
         });
     }
 

@@ -1297,3 +1297,35 @@ async fn plugins_loaded_at_shutdown_are_loaded_again_with_their_overrides() {
     let warden = warden.restart(&["--no-load-all"]);
     assert_eq!(warden.admin().plugin(&name).await, Value::Null);
 }
+
+#[actix_rt::test]
+async fn two_single_nodes_on_one_database_never_restore_each_others_plugins() {
+    let name = unique("nodeown");
+    let plugin = sql_plugin(&name, &["users"]);
+    // Two deployments on one machine and one database: different plugins directories give
+    // different default node ids.
+    let mut first = start(&[(&name, &plugin)], &["--no-load-all"]);
+    let (status, info) = first.admin().load(&format!("{name}.js")).await;
+    assert_eq!(status, 201, "{info}");
+    let status = first.terminate();
+    assert_eq!(status.code(), Some(0));
+
+    let other = start(&[], &["--no-load-all"]);
+    assert_eq!(
+        other.admin().plugin(&name).await,
+        Value::Null,
+        "another node's plugin was restored"
+    );
+    assert_eq!(
+        other.log_count("previously loaded plugin not restored"),
+        0,
+        "another node's plugins are not even tried: {:?}",
+        other.logs()
+    );
+
+    // The first deployment, restarted on its own directory, restores its own.
+    let first = first.restart(&["--no-load-all"]);
+    let api = &first.admin();
+    assert_eq!(api.plugin(&name).await["state"], "running");
+    unload(api, &name).await;
+}
