@@ -629,12 +629,20 @@ impl Handler<DeliverEvents> for PluginActor {
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
                 Some(queued.saturating_sub(message.events.len()))
             });
-        // Handled or not, the broker may send what waits: it counts progress, not success.
-        self.services.broker.do_send(EventsHandled {
+        // Handled or not, the broker may send what waits: it counts progress, not success. The
+        // request waits behind every task already ready on this thread: actix handles a
+        // mailbox until it is empty, so a batch refilled at once would let a busy listener keep
+        // the thread from the other plugins on it.
+        let broker = self.services.broker.clone();
+        let handled = EventsHandled {
             subscriber: SubscriberKey {
                 plugin: self.name.clone(),
                 generation: message.generation,
             },
+        };
+        actix::spawn(async move {
+            tokio::task::yield_now().await;
+            broker.do_send(handled);
         });
         if message.generation != self.generation || self.state != PluginState::Running {
             return;

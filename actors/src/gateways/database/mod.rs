@@ -92,10 +92,16 @@ const MAX_LOGGED_SQL_BYTES: usize = 2_048;
 /// connection refused or lost): `connection_failure`.
 pub(super) const CONNECTION_FAILURE: &str = "08006";
 
-/// Resets everything a session may hold (what deadpool's `RecyclingMethod::Clean` runs): cursors,
-/// settings, listeners, advisory locks, temporary objects and sequence state.
-const SESSION_RESET: &str = "CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; \
-    UNLISTEN *; SELECT pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES;";
+/// Resets what a plugin's session could hold past its statement: settings (`RESET ALL`, which
+/// includes `SET ROLE`), advisory locks (the one state that reaches other sessions), cursors and
+/// listeners. The rest of deadpool's `RecyclingMethod::Clean` is left out because the role's
+/// walls make it moot, and each statement more costs the server on every plugin statement:
+/// `SET SESSION AUTHORIZATION` needs a superuser session user, temporary objects need the
+/// `TEMPORARY` right the plugin roles do not have, and sequence state is the session's own
+/// `currval` cache. Prepared statements are Warden's cache; SQL `PREPARE` is refused by the
+/// guard, and anything a statement could prepare stays in the plugin's own pool.
+pub(super) const SESSION_RESET: &str =
+    "RESET ALL; SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *;";
 
 /// The SQLSTATE of a statement cancelled at the plugin's call time limit: `query_canceled`.
 const QUERY_CANCELED: &str = "57014";

@@ -989,3 +989,47 @@ async fn a_statement_past_the_call_limit_is_cancelled_on_the_server() {
         .await
         .expect("no backend of the plugin keeps running the statement");
 }
+
+#[actix_rt::test]
+async fn the_session_reset_clears_settings_locks_cursors_and_listeners() {
+    let (client, connection) = tokio_postgres::connect(&database_url(), tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    actix_rt::spawn(connection);
+    // What a statement past the guard could leave behind on its session.
+    client
+        .batch_execute(
+            "SET work_mem = '1234kB'; SET statement_timeout = 0;
+             SELECT pg_advisory_lock(4242); LISTEN leftover;
+             BEGIN; DECLARE leftover CURSOR WITH HOLD FOR SELECT 1; COMMIT;",
+        )
+        .await
+        .expect("leave state behind");
+    client.batch_execute(SESSION_RESET).await.expect("reset");
+    let row = client
+        .query_one(
+            "SELECT setting = reset_val FROM pg_settings WHERE name = 'work_mem'",
+            &[],
+        )
+        .await
+        .expect("work_mem");
+    assert!(row.get::<_, bool>(0), "settings are back to their defaults");
+    let counts = client
+        .query_one(
+            "SELECT (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()),
+                    (SELECT count(*) FROM pg_listening_channels()),
+                    (SELECT count(*) FROM pg_cursors WHERE name = 'leftover')",
+            &[],
+        )
+        .await
+        .expect("leftovers");
+    assert_eq!(
+        (
+            counts.get::<_, i64>(0),
+            counts.get::<_, i64>(1),
+            counts.get::<_, i64>(2)
+        ),
+        (0, 0, 0),
+        "no advisory lock, listener or cursor survives the reset"
+    );
+}
