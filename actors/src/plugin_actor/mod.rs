@@ -6,6 +6,10 @@
 //! broken engine — stops the actor; its `Supervisor` restarts it, and `restarting`/`started`
 //! dispose the old instance and build a new one after an exponential backoff. Too many restarts
 //! within the window mark the plugin `failed` until an operator reloads it.
+//!
+//! - this file: the actor, its supervision and its handlers;
+//! - `messages`: its messages, states, policy and shared services;
+//! - `guarded`: a call into plugin code with panics caught and the time limit applied.
 
 use std::cell::Cell;
 use std::collections::VecDeque;
@@ -39,160 +43,14 @@ use crate::directory::PluginDirectory;
 use crate::gateways::kafka::{ConsumeKafkaMessage, DisconnectAllConsumers};
 use crate::gateways::PluginGateways;
 
-/// A plugin's lifecycle state, as the admin API reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum PluginState {
-    /// Loading: the module is evaluated and `initialize` runs.
-    Starting,
-    /// Serving calls and events.
-    Running,
-    /// Crashed; a new instance starts after the backoff.
-    Restarting,
-    /// Crashed too often within the window; calls fail until an operator reloads it.
-    Failed,
-    /// Unloading: `cleanup` runs, then the instance is disposed.
-    Stopping,
-}
+mod guarded;
+mod messages;
 
-impl PluginState {
-    /// The lowercase name the admin API uses.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PluginState::Starting => "starting",
-            PluginState::Running => "running",
-            PluginState::Restarting => "restarting",
-            PluginState::Failed => "failed",
-            PluginState::Stopping => "stopping",
-        }
-    }
-}
-
-impl std::fmt::Display for PluginState {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter.write_str(self.as_str())
-    }
-}
-
-/// Restart intensity and backoff of every plugin actor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SupervisionPolicy {
-    /// Restarts allowed within `window`; one more marks the plugin failed.
-    pub max_restarts: u32,
-    /// The sliding window restarts are counted in.
-    pub window: Duration,
-    /// Backoff before the first restart; doubled for each further restart within the window.
-    pub initial_backoff: Duration,
-    /// The longest backoff.
-    pub max_backoff: Duration,
-}
-
-impl Default for SupervisionPolicy {
-    fn default() -> Self {
-        SupervisionPolicy {
-            max_restarts: 5,
-            window: Duration::from_secs(60),
-            initial_backoff: Duration::from_millis(50),
-            max_backoff: Duration::from_secs(5),
-        }
-    }
-}
-
-impl SupervisionPolicy {
-    /// The backoff before restart number `attempt` (1-based) within the window.
-    pub fn backoff(&self, attempt: u32) -> Duration {
-        let factor = 2u32.saturating_pow(attempt.saturating_sub(1));
-        self.initial_backoff
-            .saturating_mul(factor)
-            .min(self.max_backoff)
-    }
-}
-
-/// Tells the manager that a plugin actor changed state.
-#[derive(Message, Debug, Clone)]
-#[rtype(result = "()")]
-pub struct PluginStateChanged {
-    /// The plugin's name.
-    pub plugin: String,
-    /// Which actor sent it (a reload replaces the actor; stale reports are ignored).
-    pub actor_id: u64,
-    /// The new state.
-    pub state: PluginState,
-    /// Restarts since the plugin was loaded.
-    pub restarts: u32,
-    /// Why, for restarts and failures.
-    pub reason: Option<String>,
-}
-
-/// What every plugin actor shares: the broker, the directory, the manager, the policy.
-#[derive(Clone)]
-pub struct PluginServices {
-    /// The event broker.
-    pub broker: actix::Addr<EventBroker>,
-    /// Where dependencies are looked up.
-    pub directory: PluginDirectory,
-    /// Where state changes are reported.
-    pub state_changes: Recipient<PluginStateChanged>,
-    /// Restart intensity and backoff.
-    pub policy: SupervisionPolicy,
-    /// The time limit of one call, applied to every plugin kind.
-    pub call_timeout: Duration,
-    /// The largest event `data` a plugin may emit, applied to every plugin kind.
-    pub max_message_bytes: usize,
-    /// Events a plugin may have in flight as a listener; as an emitter, undelivered events past
-    /// which its new calls wait.
-    pub event_queue_capacity: usize,
-    /// Bytes of undelivered events an emitter may hold (its heap limit).
-    pub event_backlog_bytes: usize,
-}
-
-/// Creates the instance (evaluates the module) and describes it.
-#[derive(Message)]
-#[rtype(result = "Result<PluginDescription>")]
-pub struct CreateInstance;
-
-/// Runs `initialize` with a fresh context; the plugin is running once it resolves.
-#[derive(Message)]
-#[rtype(result = "Result<()>")]
-pub struct InitializeInstance {
-    /// The gateway actors this and every restarted instance's context use.
-    pub gateways: PluginGateways,
-    /// The grants those gateways hold (for `getAllowed*`).
-    pub grants: ResourceGrants,
-}
-
-/// Calls `execute` or an exported function.
-#[derive(Message)]
-#[rtype(result = "Result<Value>")]
-pub struct CallPlugin {
-    /// What to call.
-    pub target: CallTarget,
-    /// Its arguments, as JSON.
-    pub arguments: Vec<Value>,
-}
-
-/// Stops the instance: `cleanup()` when asked, then dispose. The actor stays, idle.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct StopInstance {
-    /// Whether to call the plugin's `cleanup()` first.
-    pub cleanup: bool,
-}
-
-/// Ends the actor for good (after `StopInstance`); it answers `PluginUnloadedError` until its
-/// last address is gone.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct TerminatePlugin;
-
-/// The instance of `generation` broke; restart it.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct InstanceFailed {
-    /// Which instance broke; reports about older instances are ignored.
-    pub generation: u64,
-    /// What broke it.
-    pub error: Error,
-}
+use guarded::{guarded, panic_message};
+pub use messages::{
+    CallPlugin, CreateInstance, InitializeInstance, InstanceFailed, PluginServices, PluginState,
+    PluginStateChanged, StopInstance, SupervisionPolicy, TerminatePlugin,
+};
 
 /// One plugin instance and its supervision state.
 pub struct PluginActor {
@@ -413,47 +271,6 @@ impl PluginActor {
             }
         }));
     }
-}
-
-/// Runs a plugin call with panics caught and the time limit applied.
-fn guarded<T: 'static>(
-    plugin: &str,
-    timeout: Duration,
-    call: impl FnOnce() -> warden_runtime::PluginFuture<T>,
-) -> futures::future::LocalBoxFuture<'static, Result<T>> {
-    let plugin = plugin.to_string();
-    let future = match std::panic::catch_unwind(AssertUnwindSafe(call)) {
-        Ok(future) => future,
-        Err(panic) => {
-            let error = Error::Crashed {
-                plugin,
-                reason: panic_message(&panic),
-            };
-            return Box::pin(futures::future::ready(Err(error)));
-        }
-    };
-    Box::pin(async move {
-        match tokio::time::timeout(timeout, AssertUnwindSafe(future).catch_unwind()).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(panic)) => Err(Error::Crashed {
-                plugin,
-                reason: panic_message(&panic),
-            }),
-            Err(_elapsed) => Err(Error::Timeout {
-                plugin,
-                limit_ms: timeout.as_millis() as u64,
-            }),
-        }
-    })
-}
-
-fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
-    let text = panic
-        .downcast_ref::<&str>()
-        .map(|text| text.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".to_string());
-    format!("panicked: {text}")
 }
 
 impl Actor for PluginActor {
