@@ -7,6 +7,7 @@
 mod engine;
 mod host;
 mod limits;
+mod operations;
 mod plugin;
 mod source;
 #[cfg(test)]
