@@ -837,3 +837,72 @@ async fn imports_through_links_to_etc_passwd_or_to_a_sibling_plugin_refuse_the_l
         json!(["util", "top"])
     );
 }
+
+#[actix_rt::test]
+async fn a_name_prefix_that_held_resources_stays_claimed_after_unload() {
+    let (warden, _directory) = start(5, 1_000);
+    let load = |manifest: Value| warden.load_native(TestFactory::new(manifest, None));
+    load(json!({"name": "shop", "version": "1.0.0", "allowedTables": ["users"]}))
+        .await
+        .unwrap();
+    load(json!({"name": "notes", "version": "1.0.0"}))
+        .await
+        .unwrap();
+    let overlapping = load(json!({"name": "shop_x", "version": "1.0.0"})).await;
+    assert!(
+        matches!(&overlapping, Err(Error::Plugin(RuntimeError::InvalidName { reason })) if reason.contains("loaded plugin 'shop'")),
+        "{overlapping:?}"
+    );
+    let names = |list: Vec<crate::manager::PluginInfo>| -> Vec<String> {
+        list.into_iter()
+            .map(|info| info.description.manifest.name)
+            .collect()
+    };
+    assert_eq!(
+        names(warden.list().await.unwrap()),
+        ["notes", "shop"],
+        "a refused load changes nothing"
+    );
+
+    warden.unload("shop".into(), false).await.unwrap();
+    warden.unload("notes".into(), false).await.unwrap();
+    let still_claimed = load(json!({"name": "shop_x", "version": "1.0.0"})).await;
+    assert!(
+        matches!(&still_claimed, Err(Error::Plugin(RuntimeError::InvalidName { reason })) if reason.contains("stays claimed")),
+        "{still_claimed:?}"
+    );
+    // A plugin that held nothing claims nothing.
+    load(json!({"name": "notes_v2", "version": "1.0.0"}))
+        .await
+        .unwrap();
+}
+
+#[actix_rt::test]
+async fn a_refused_second_load_of_a_name_keeps_the_running_version() {
+    let (warden, _directory) = start(5, 1_000);
+    let first = TestFactory::new(json!({"name": "a", "version": "1.0.0"}), None);
+    warden.load_native(first.clone()).await.unwrap();
+    warden
+        .load_native(TestFactory::new(
+            json!({"name": "b", "version": "1.0.0", "dependencies": ["a@1.0.0"]}),
+            None,
+        ))
+        .await
+        .unwrap();
+    // Loading another `a` is refused (a reload is how a version is replaced), and `a` keeps
+    // running as it was, its dependent with it.
+    let incompatible = TestFactory::new(json!({"name": "a", "version": "2.0.0"}), None);
+    let refused = warden.load_native(incompatible).await;
+    assert!(
+        matches!(refused, Err(Error::AlreadyLoaded { .. })),
+        "{refused:?}"
+    );
+    let info = warden.get("a".into()).await.unwrap();
+    assert_eq!(info.description.manifest.version.to_string(), "1.0.0");
+    assert_eq!(info.state, PluginState::Running);
+    assert_eq!(
+        warden.execute("a", json!("still here")).await.unwrap(),
+        json!("still here")
+    );
+    assert_eq!(warden.get("a".into()).await.unwrap().dependents, ["b"]);
+}
