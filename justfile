@@ -13,10 +13,9 @@ run *flags: infra-up
     if [ -f infra/local.env ]; then set -a; source infra/local.env; set +a; fi; \
     ./target/release/warden serve --dev --plugins-dir {{plugins_dir}} {{flags}}
 
-# Start the local stack the gateway tests use, build the binary the end-to-end tests drive,
-# then run every test.
+# Start the local stack the gateway tests use, then run every test (cargo builds the `warden`
+# binary the end-to-end tests start, as an integration test of its package).
 test: infra-up
-    cargo build -p warden
     cargo test --workspace --lib --bins --tests
 
 # Formatting, lints (warnings are errors) and every test.

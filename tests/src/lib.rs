@@ -63,16 +63,20 @@ pub struct WardenProcess {
     reader: Option<JoinHandle<()>>,
 }
 
-/// The binary under test: `$WARDEN_BIN`, else the workspace's debug build.
+/// The binary under test: `$WARDEN_BIN` when set (the benchmarks' release build), else the
+/// `warden` beside the running test binary. The end-to-end tests are an integration test of the
+/// `warden` package, so cargo builds that binary, in the same profile directory
+/// (`target/<profile>/warden` beside `target/<profile>/deps/end_to_end-…`), for every test run.
 pub fn warden_binary() -> PathBuf {
     if let Some(path) = std::env::var_os("WARDEN_BIN") {
         return PathBuf::from(path);
     }
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join("target")
-        .join("debug")
-        .join("warden")
+    let test_binary = std::env::current_exe().expect("the test binary's path");
+    let profile_dir = test_binary
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test binary lives in target/<profile>/deps");
+    profile_dir.join("warden")
 }
 
 impl WardenProcess {
@@ -136,7 +140,7 @@ impl WardenProcess {
         let binary = warden_binary();
         assert!(
             binary.is_file(),
-            "the warden binary is missing at {}: run `cargo build -p warden` first (or set WARDEN_BIN)",
+            "the warden binary is missing at {}: run the tests through cargo (`cargo test -p warden --test end_to_end`), which builds it, or set WARDEN_BIN",
             binary.display()
         );
         let plugins_dir = root.path().join("plugins");

@@ -985,9 +985,32 @@ async fn a_statement_past_the_call_limit_is_cancelled_on_the_server() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     };
-    tokio::time::timeout(Duration::from_secs(5), still_running)
+    // The server ends it at its own statement_timeout too; the wait is long only so that a
+    // machine busy with other tests does not fail it, and the failure says what still runs.
+    if tokio::time::timeout(Duration::from_secs(15), still_running)
         .await
-        .expect("no backend of the plugin keeps running the statement");
+        .is_err()
+    {
+        let rows = client
+            .query(
+                "SELECT pid, state, query FROM pg_stat_activity WHERE usename = $1",
+                &[&role],
+            )
+            .await
+            .expect("pg_stat_activity");
+        let running: Vec<String> = rows
+            .iter()
+            .map(|row| {
+                format!(
+                    "{} {:?} {:?}",
+                    row.get::<_, i32>(0),
+                    row.get::<_, Option<String>>(1),
+                    row.get::<_, Option<String>>(2)
+                )
+            })
+            .collect();
+        panic!("a backend of the plugin keeps running: {running:?}");
+    }
 }
 
 #[actix_rt::test]
