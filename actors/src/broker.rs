@@ -210,7 +210,7 @@ pub fn held_bytes(event: &Event) -> usize {
 
 struct LoggedEvent {
     event: Arc<Event>,
-    bytes: usize,
+    /// Charged with [`held_bytes`] of `event`, released when it leaves the log.
     emitter: Option<Arc<EmitterBacklog>>,
 }
 
@@ -299,19 +299,22 @@ impl EventBroker {
                 break;
             };
             if let Some(emitter) = &logged.emitter {
-                emitter.release(logged.bytes);
+                emitter.release(held_bytes(&logged.event));
             }
             self.log_start += 1;
         }
     }
 
     fn schedule_stall_check(&mut self, context: &mut Context<Self>) {
+        if self.stall_check_scheduled {
+            return;
+        }
         let end = self.log_end();
         let waiting = self
             .subscribers
             .values()
             .any(|subscriber| subscriber.cursor < end);
-        if waiting && !self.stall_check_scheduled {
+        if waiting {
             self.stall_check_scheduled = true;
             let period = (self.stall_limit / 4).max(Duration::from_millis(1));
             context.run_later(period, |broker, context| {
@@ -448,22 +451,17 @@ impl Handler<PublishEvent> for EventBroker {
                 }
             });
         }
-        let bytes = held_bytes(&event);
         let wanted = self
             .subscribers
             .iter()
             .any(|(key, subscriber)| subscriber.wants(key, &event));
         if !wanted {
             if let Some(emitter) = &emitter {
-                emitter.release(bytes);
+                emitter.release(held_bytes(&event));
             }
             return;
         }
-        self.log.push_back(LoggedEvent {
-            event,
-            bytes,
-            emitter,
-        });
+        self.log.push_back(LoggedEvent { event, emitter });
         if !self.flush_scheduled {
             self.flush_scheduled = true;
             context.notify(FlushDeliveries);

@@ -177,11 +177,6 @@ impl StateStore {
         })
     }
 
-    /// The node whose state this store reads and writes.
-    pub fn node_id(&self) -> &str {
-        &self.node_id
-    }
-
     /// Everything stored for this node, and every claimed prefix.
     pub async fn load(&self) -> Result<StoredState, StoreError> {
         const OVERRIDES: &str = "read the stored overrides";
