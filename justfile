@@ -24,10 +24,17 @@ check:
     cargo clippy --workspace --all-targets -- -D warnings
     just test
 
-# Measure against DESIGN.md's targets; results go in BENCHMARKS.md by hand.
+# Measure against DESIGN.md's targets; results go in BENCHMARKS.md by hand. The public
+# listener's part runs wrk against Warden and against Node 20 (tests/benches/http/).
 bench: infra-up
     cargo build --release -p warden
     cargo bench -p warden-tests --bench warden
+    bash tests/benches/http/bench.sh
+
+# Only the public listener's benchmark (wrk; Node 20 side when node is installed).
+bench-http: infra-up
+    cargo build --release -p warden
+    bash tests/benches/http/bench.sh
 
 # Start the local stack (PostgreSQL, Tansu, Garage) and write infra/local.env; safe to rerun.
 infra-up:

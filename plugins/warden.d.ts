@@ -38,8 +38,57 @@ export interface Plugin {
   cleanup?(): void | Promise<void>;
   /** The plugin's main entry point; input and result travel as JSON. */
   execute?(input?: any): unknown;
+  /** HTTP routes served on the public listener under `/api/<plugin name>`. */
+  routes?: Routes;
   /** Any other function is an export that dependents can call through their handle. */
   [method: string]: unknown;
+}
+
+/** The methods a route may name; `*` is any method. A `HEAD` request is answered by `GET`. */
+export type RouteMethod = "GET" | "POST" | "PUT" | "PATCH" | "DELETE" | "OPTIONS" | "*";
+
+/** A route's handler; `this` is the plugin object. */
+export type RouteHandler = (request: HttpRequest) => HttpResponse | null | undefined | Promise<HttpResponse | null | undefined>;
+
+/**
+ * `"METHOD /path"` → a handler, or the name of one of the plugin's functions. Segments are
+ * literals, `:name` (one segment) or a final `*name` (the rest, possibly empty). A literal wins
+ * over `:name`, which wins over `*name`; a route's own method wins over `*`.
+ */
+export type Routes = { [route: `${RouteMethod} /${string}`]: RouteHandler | string };
+
+/** What a route handler receives. */
+export interface HttpRequest {
+  /** The request's `x-request-id`, or one Warden made; sent back in `x-request-id`. */
+  id: string;
+  /** The request's own method (`HEAD` for a HEAD answered by a GET route). */
+  method: string;
+  /** The path after `/api/<plugin>`: starts with `/`, no query string, no trailing `/`. */
+  path: string;
+  /** `:name` and `*name` segments, percent-decoded. */
+  params: Record<string, string>;
+  /** The query decoded as a form; a repeated name maps to an array. */
+  query: Record<string, string | string[]>;
+  /** Lowercase names; repeated headers joined with ", ". */
+  headers: Record<string, string>;
+  /** A string for text/*, JSON, form and untyped bodies, a Uint8Array otherwise, null when empty. */
+  body: string | Uint8Array | null;
+  /** The parsed body for `application/json` (a body that does not parse answers 400 first). */
+  json?: any;
+}
+
+/**
+ * What a handler returns: a non-empty subset of these keys. `status` defaults to 200; `json` is
+ * sent as application/json; a string `body` as text/plain, a Uint8Array as application/octet-stream
+ * (unless `headers` has a content-type). `null`/`undefined` answers 204. Throw an error with a
+ * numeric `status` (400–599) and an optional string `code` to answer with them; any other thrown
+ * error answers 500 `handler_failed`, its text only in the server's log.
+ */
+export interface HttpResponse {
+  status?: number;
+  headers?: Record<string, string>;
+  json?: unknown;
+  body?: string | Uint8Array;
 }
 
 /** What `initialize` receives: the plugin's only door to Warden and the outside world. */

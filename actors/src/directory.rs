@@ -22,12 +22,28 @@ pub struct DirectoryEntry {
 }
 
 /// Name → running plugin, readable from any thread.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct PluginDirectory {
     entries: Arc<RwLock<HashMap<String, DirectoryEntry>>>,
+    /// Counts changes, so a caller can wait for a plugin's entry to be swapped.
+    changes: Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+impl Default for PluginDirectory {
+    fn default() -> Self {
+        PluginDirectory {
+            entries: Arc::default(),
+            changes: Arc::new(tokio::sync::watch::Sender::new(0)),
+        }
+    }
 }
 
 impl PluginDirectory {
+    /// A receiver that sees every later insert or remove.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
     /// The entry of a loaded plugin.
     pub fn get(&self, name: &str) -> Option<DirectoryEntry> {
         self.read().get(name).cloned()
@@ -35,10 +51,12 @@ impl PluginDirectory {
 
     pub(crate) fn insert(&self, name: String, entry: DirectoryEntry) {
         self.write().insert(name, entry);
+        self.changes.send_modify(|changes| *changes += 1);
     }
 
     pub(crate) fn remove(&self, name: &str) {
         self.write().remove(name);
+        self.changes.send_modify(|changes| *changes += 1);
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, DirectoryEntry>> {

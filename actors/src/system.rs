@@ -10,6 +10,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use warden_runtime::events::{validate_event_name, EventPattern};
 use warden_runtime::resources::ResourceOverrides;
+use warden_runtime::routes::PluginRoutes;
 use warden_runtime::{CallTarget, Event, PluginFactory};
 
 use crate::broker::{EventBroker, OpenEventStream, PublishEvent};
@@ -21,13 +22,39 @@ use crate::manager::{
     PluginManager, PluginSource, ReloadChangedFiles, ReloadPlugin, RestoreState, ScanPlugins,
     ScanReport, SetOverrides, UnloadAll, UnloadPlugin,
 };
-use crate::plugin_actor::CallPlugin;
+use crate::plugin_actor::{CallPlugin, PluginActor};
 use crate::state_store::StoredState;
 use crate::{Error, Result};
 
 /// How long file changes are gathered before the watcher reloads, so one save that touches a
 /// file several times reloads it once.
 const WATCH_DEBOUNCE: Duration = Duration::from_millis(150);
+
+/// A loaded plugin as the public listener sees it: its routes and its actor.
+pub struct RoutedPlugin {
+    pub name: String,
+    pub routes: Arc<PluginRoutes>,
+    address: Addr<PluginActor>,
+}
+
+impl RoutedPlugin {
+    /// Calls route `index` with `request` (the plugin API's request object), as a call in the
+    /// plugin's actor like `execute`: same heap, time limit and supervision.
+    pub async fn call(&self, index: usize, request: Value) -> Result<Value> {
+        let result = self
+            .address
+            .send(CallPlugin {
+                target: CallTarget::Route(index),
+                arguments: vec![request],
+            })
+            .await
+            .map_err(|_| warden_runtime::Error::Unavailable {
+                plugin: self.name.clone(),
+                state: "stopped".into(),
+            })?;
+        Ok(result?)
+    }
+}
 
 /// The running actor system.
 #[derive(Clone)]
@@ -39,6 +66,8 @@ pub struct Warden {
     watcher: Option<Arc<std::sync::Mutex<notify::RecommendedWatcher>>>,
     /// The largest event `data` [`Warden::publish`] accepts, as for plugins.
     max_message_bytes: usize,
+    /// Each plugin call's time limit.
+    call_timeout: Duration,
 }
 
 impl Warden {
@@ -46,6 +75,7 @@ impl Warden {
     pub fn start(config: ManagerConfig) -> Self {
         let backends = config.backends.clone();
         let max_message_bytes = config.limits.max_message_bytes;
+        let call_timeout = Duration::from_millis(config.limits.call_timeout_ms);
         let broker = EventBroker::new(
             config.event_queue_capacity,
             Duration::from_millis(config.limits.call_timeout_ms),
@@ -60,6 +90,7 @@ impl Warden {
             directory,
             watcher: None,
             max_message_bytes,
+            call_timeout,
         }
     }
 
@@ -213,6 +244,40 @@ impl Warden {
                 state: "stopped".into(),
             })?;
         Ok(result?)
+    }
+
+    /// The routes of a loaded plugin and the door to call them, for the public listener; `None`
+    /// when no plugin of that name is loaded. Taken per request, so a reload's new routes serve
+    /// the next request and an unload's paths stop at once.
+    pub fn routed_plugin(&self, name: &str) -> Option<RoutedPlugin> {
+        let entry = self.directory.get(name)?;
+        Some(RoutedPlugin {
+            name: entry.description.manifest.name,
+            routes: entry.description.routes,
+            address: entry.address,
+        })
+    }
+
+    /// Waits until `previous`'s entry is replaced: the version a reload
+    /// brings, or `None` once the plugin is unloaded or the wait ends.
+    ///
+    /// A reload drains the calls in flight, runs `cleanup()` and the new `initialize`, each
+    /// within the call time limit, so the wait is three of them.
+    pub async fn routed_plugin_after(&self, previous: &RoutedPlugin) -> Option<RoutedPlugin> {
+        let within = self.call_timeout * 3;
+        let mut changes = self.directory.changes();
+        let swapped = async {
+            loop {
+                match self.routed_plugin(&previous.name) {
+                    Some(current) if current.address == previous.address => {}
+                    other => return other,
+                }
+                if changes.changed().await.is_err() {
+                    return None;
+                }
+            }
+        };
+        tokio::time::timeout(within, swapped).await.ok().flatten()
     }
 
     /// Publishes an event with source `admin` (or another host source).

@@ -141,6 +141,7 @@ impl PluginFactory for TestFactory {
                 exports: Vec::new(),
                 executable: true,
                 has_cleanup: true,
+                routes: Default::default(),
             },
             pattern: self.pattern.clone(),
             received: self.received.clone(),
@@ -669,6 +670,7 @@ impl PluginFactory for HostileFactory {
                 exports: Vec::new(),
                 executable: true,
                 has_cleanup: false,
+                routes: Default::default(),
             },
             context: Default::default(),
         }))

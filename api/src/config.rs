@@ -42,6 +42,9 @@ pub struct ServeArgs {
     /// Admin listen address.
     #[arg(long)]
     pub bind: Option<String>,
+    /// Public listener for plugins' HTTP routes (`off` disables it).
+    #[arg(long)]
+    pub http_bind: Option<String>,
     /// Plugins directory.
     #[arg(long)]
     pub plugins_dir: Option<PathBuf>,
@@ -66,6 +69,10 @@ pub struct ServeArgs {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Settings {
     pub bind: String,
+    /// The public listener for plugins' HTTP routes, or `off`.
+    pub http_bind: String,
+    /// The largest request body on the public listener.
+    pub http_max_body_bytes: usize,
     pub admin_token: Option<String>,
     pub plugins_dir: PathBuf,
     pub load_all: bool,
@@ -118,6 +125,8 @@ impl Default for Settings {
         let database = DatabaseSettings::with_pool_size(DEFAULT_DATABASE_POOL_SIZE);
         Settings {
             bind: "127.0.0.1:8080".into(),
+            http_bind: "127.0.0.1:8081".into(),
+            http_max_body_bytes: 1_048_576,
             admin_token: None,
             plugins_dir: PathBuf::from("./plugins"),
             load_all: true,
@@ -156,6 +165,8 @@ impl Default for Settings {
 struct FlagLayer {
     #[serde(skip_serializing_if = "Option::is_none")]
     bind: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    http_bind: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     plugins_dir: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -205,6 +216,7 @@ impl Settings {
             .merge(Env::prefixed("WARDEN_"))
             .merge(Serialized::defaults(FlagLayer {
                 bind: args.bind.clone(),
+                http_bind: args.http_bind.clone(),
                 plugins_dir: args.plugins_dir.clone(),
                 load_all,
                 watch: args.watch.then_some(true),
@@ -222,6 +234,16 @@ impl Settings {
         settings
             .bind_address()
             .with_context(|| format!("invalid bind address '{}'", settings.bind))?;
+        settings.http_bind_address().with_context(|| {
+            format!(
+                "invalid public listener address '{}' (WARDEN_HTTP_BIND): give host:port, or off",
+                settings.http_bind
+            )
+        })?;
+        anyhow::ensure!(
+            settings.http_max_body_bytes > 0,
+            "WARDEN_HTTP_MAX_BODY_BYTES must be positive"
+        );
         anyhow::ensure!(
             settings.plugin_memory_mb > 0,
             "WARDEN_PLUGIN_MEMORY_MB must be positive"
@@ -286,6 +308,14 @@ impl Settings {
     /// The admin listen address.
     pub fn bind_address(&self) -> anyhow::Result<SocketAddr> {
         Ok(self.bind.parse()?)
+    }
+
+    /// The public listener's address, or `None` when it is `off`.
+    pub fn http_bind_address(&self) -> anyhow::Result<Option<SocketAddr>> {
+        if self.http_bind.eq_ignore_ascii_case("off") {
+            return Ok(None);
+        }
+        Ok(Some(self.http_bind.parse()?))
     }
 }
 
@@ -368,6 +398,48 @@ mod tests {
                 "what nobody set is the default"
             );
             assert_eq!(settings.admin_token.as_deref(), Some("secret"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_public_listener_defaults_to_8081_and_can_be_turned_off() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("WARDEN_ADMIN_TOKEN", "secret");
+            let settings =
+                Settings::load(&ServeArgs::default()).map_err(|error| error.to_string())?;
+            assert_eq!(
+                settings
+                    .http_bind_address()
+                    .map_err(|error| error.to_string())?,
+                Some("127.0.0.1:8081".parse().unwrap())
+            );
+            assert_eq!(settings.http_max_body_bytes, 1_048_576);
+            jail.set_env("WARDEN_HTTP_BIND", "off");
+            jail.set_env("WARDEN_HTTP_MAX_BODY_BYTES", "10");
+            let settings =
+                Settings::load(&ServeArgs::default()).map_err(|error| error.to_string())?;
+            assert_eq!(
+                settings
+                    .http_bind_address()
+                    .map_err(|error| error.to_string())?,
+                None
+            );
+            assert_eq!(settings.http_max_body_bytes, 10);
+            let flagged = ServeArgs {
+                http_bind: Some("127.0.0.1:9100".into()),
+                ..ServeArgs::default()
+            };
+            let settings = Settings::load(&flagged).map_err(|error| error.to_string())?;
+            assert_eq!(
+                settings.http_bind, "127.0.0.1:9100",
+                "the flag beats the environment"
+            );
+            jail.set_env("WARDEN_HTTP_BIND", "nowhere");
+            let error = Settings::load(&ServeArgs::default())
+                .expect_err("refused")
+                .to_string();
+            assert!(error.contains("WARDEN_HTTP_BIND"), "{error}");
             Ok(())
         });
     }

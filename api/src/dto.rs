@@ -115,6 +115,15 @@ pub struct PluginInfoDto {
     /// database is configured.
     #[serde(rename = "databaseRole")]
     pub database_role: Option<String>,
+    /// Its HTTP routes on the public listener, in the plugin's order.
+    pub routes: Vec<RouteDto>,
+}
+
+/// One route of a plugin, as declared (`{"method": "GET", "path": "/orders/:id"}`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RouteDto {
+    pub method: String,
+    pub path: String,
 }
 
 impl From<PluginInfo> for PluginInfoDto {
@@ -138,6 +147,16 @@ impl From<PluginInfo> for PluginInfoDto {
             overrides: info.overrides.clone().map(Overrides::from),
             exports: info.description.exports.clone(),
             database_role: info.database_role.clone(),
+            routes: info
+                .description
+                .routes
+                .specs()
+                .iter()
+                .map(|route| RouteDto {
+                    method: route.method.as_str().to_owned(),
+                    path: route.path.clone(),
+                })
+                .collect(),
         }
     }
 }

@@ -3,6 +3,7 @@
 mod config;
 mod dto;
 mod error;
+mod public;
 mod routes;
 mod server;
 

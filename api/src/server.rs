@@ -21,6 +21,7 @@ use warden_actors::system::Warden;
 
 use crate::config::Settings;
 use crate::error::ApiError;
+use crate::public::{self, PublicSettings};
 use crate::routes;
 
 /// The admin token every request but `GET /health` must carry.
@@ -143,14 +144,58 @@ pub async fn run(
     let server = server.run();
     let handle = server.handle();
     let serving = actix_web::rt::spawn(server);
+    let public = match settings.http_bind_address()? {
+        Some(address) => Some(start_public_listener(&settings, &warden, address)?),
+        None => None,
+    };
 
     shutdown.await;
     tracing::info!("shutting down: unloading plugins in reverse dependency order");
-    handle.stop(true).await;
+    // Both listeners stop taking requests and finish the ones in flight; then plugins clean up.
+    let public_stopped = async {
+        if let Some((handle, _)) = &public {
+            handle.stop(true).await;
+        }
+    };
+    futures::join!(handle.stop(true), public_stopped);
     warden.shutdown().await;
     let _ = serving.await;
+    if let Some((_, serving)) = public {
+        let _ = serving.await;
+    }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Starts the public listener (plugins' routes only; no admin endpoint, no token).
+fn start_public_listener(
+    settings: &Settings,
+    warden: &Warden,
+    address: std::net::SocketAddr,
+) -> anyhow::Result<(
+    actix_web::dev::ServerHandle,
+    actix_web::rt::task::JoinHandle<std::io::Result<()>>,
+)> {
+    let public_warden = warden.clone();
+    let public_settings = PublicSettings {
+        max_body_bytes: settings.http_max_body_bytes,
+    };
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(Data::new(public_warden.clone()))
+            .app_data(Data::new(public_settings))
+            .configure(public::configure)
+    })
+    .disable_signals()
+    .shutdown_timeout(5)
+    .bind(address)
+    .with_context(|| format!("cannot listen on {address} (WARDEN_HTTP_BIND)"))?;
+    for address in server.addrs() {
+        tracing::info!("public listener on {address}");
+    }
+    let server = server.run();
+    let handle = server.handle();
+    Ok((handle, actix_web::rt::spawn(server)))
 }
 
 /// The shared clients of every backing service the settings configure.

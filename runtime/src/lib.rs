@@ -6,6 +6,7 @@
 //! - [`resources`]: declared resources plus operator overrides become grants with physical
 //!   names; the one place a physical name is computed.
 //! - [`events`]: event names and `*`/`**` patterns.
+//! - [`routes`]: a plugin's HTTP routes, validated at load and matched per request.
 //! - [`sql_guard`] and [`ksql_guard`]: what a plugin's SQL and ksqlDB statements may do, and
 //!   their rewriting to physical names.
 //! - [`plugin`]: the [`Plugin`] trait and the capabilities a [`PluginContext`] is made of.
@@ -23,6 +24,7 @@ pub mod ksql_guard;
 pub mod manifest;
 pub mod plugin;
 pub mod resources;
+pub mod routes;
 pub mod sql_guard;
 
 pub use error::{Error, Result};

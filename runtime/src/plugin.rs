@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use crate::events::EventPattern;
 use crate::manifest::PluginManifest;
+use crate::routes::PluginRoutes;
 use crate::Result;
 
 /// A future returned by a plugin or a capability; it runs on the plugin's own thread.
@@ -52,6 +53,10 @@ pub enum CallTarget {
     Execute,
     /// An exported function, called by a dependent with any number of arguments.
     Method(String),
+    /// The handler of route `index` (in the plugin's order); the arguments are `[request]`,
+    /// the request object of the plugin API, and the result is the response in the form the
+    /// public listener reads (see `js/prelude.js`, `routeResponse`).
+    Route(usize),
 }
 
 impl std::fmt::Display for CallTarget {
@@ -59,6 +64,7 @@ impl std::fmt::Display for CallTarget {
         match self {
             CallTarget::Execute => formatter.write_str("execute"),
             CallTarget::Method(method) => formatter.write_str(method),
+            CallTarget::Route(index) => write!(formatter, "route #{index}"),
         }
     }
 }
@@ -74,6 +80,8 @@ pub struct PluginDescription {
     pub executable: bool,
     /// Whether `cleanup()` does anything; without it an unload need not wait on the plugin.
     pub has_cleanup: bool,
+    /// Its HTTP routes, matched by the public listener; swapped with the plugin on reload.
+    pub routes: Arc<PluginRoutes>,
 }
 
 /// The functions a plugin object can have that are not exports callable by dependents.

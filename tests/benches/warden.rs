@@ -670,6 +670,7 @@ impl PluginFactory for CountingFactory {
             exports: Vec::new(),
             executable: true,
             has_cleanup: false,
+            routes: Default::default(),
         };
         if self.crash_on_call {
             return Ok(Box::new(CrashingPlugin {

@@ -53,6 +53,8 @@ type SharedLog = Arc<(Mutex<LogState>, Condvar)>;
 pub struct WardenProcess {
     child: Child,
     port: u16,
+    /// The public listener's port, when it is on.
+    public_port: Option<u16>,
     /// Holds the plugins directory (`<root>/plugins`) and files that must lie outside it.
     /// Always `Some`, except while [`WardenProcess::restart`] hands it to the next process.
     root: Option<tempfile::TempDir>,
@@ -157,7 +159,15 @@ impl WardenProcess {
             .arg("--bind")
             .arg("127.0.0.1:0")
             .arg("--plugins-dir")
-            .arg(&plugins_dir)
+            .arg(&plugins_dir);
+        // The public listener on a port of its own, unless the test chose one (or `off`).
+        let public_off = args
+            .windows(2)
+            .any(|pair| pair[0] == "--http-bind" && pair[1].eq_ignore_ascii_case("off"));
+        if !args.contains(&"--http-bind") {
+            command.arg("--http-bind").arg("127.0.0.1:0");
+        }
+        command
             .args(args)
             // The working directory has no `warden.toml`, so only these settings apply.
             .current_dir(root.path())
@@ -189,24 +199,28 @@ impl WardenProcess {
         let mut process = WardenProcess {
             child,
             port: 0,
+            public_port: None,
             root: Some(root),
             plugins_dir,
             env,
             log,
             reader: Some(reader),
         };
-        process.port = process.wait_for_port();
+        process.port = process.wait_for_port("listening on 127.0.0.1:");
+        if !public_off {
+            process.public_port = Some(process.wait_for_port("public listener on 127.0.0.1:"));
+        }
         process
     }
 
-    /// Blocks until the `listening on 127.0.0.1:PORT` line, and returns the port.
-    fn wait_for_port(&mut self) -> u16 {
+    /// Blocks until a line `<prefix>PORT` (`listening on 127.0.0.1:PORT`), and returns the port.
+    fn wait_for_port(&mut self, prefix: &str) -> u16 {
         let deadline = Instant::now() + START_TIMEOUT;
         let (state, changed) = &*self.log;
         let mut guard = state.lock().unwrap();
         loop {
             let port = guard.lines.iter().find_map(|line| {
-                let (_, rest) = line.split_once("listening on 127.0.0.1:")?;
+                let (_, rest) = line.split_once(prefix)?;
                 let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
                 digits.parse::<u16>().ok()
             });
@@ -219,7 +233,7 @@ impl WardenProcess {
                 drop(guard);
                 let _ = self.child.kill();
                 panic!(
-                    "warden did not print 'listening on' ({}); its log:\n{lines}",
+                    "warden did not print '{prefix}' ({}); its log:\n{lines}",
                     if now >= deadline {
                         "timed out"
                     } else {
@@ -239,6 +253,12 @@ impl WardenProcess {
     /// `http://127.0.0.1:PORT<path>`.
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// `http://127.0.0.1:PUBLIC_PORT<path>` on the public listener (plugins' routes).
+    pub fn public_url(&self, path: &str) -> String {
+        let port = self.public_port.expect("the public listener is on");
+        format!("http://127.0.0.1:{port}{path}")
     }
 
     /// An admin client that sends the process's token.
@@ -390,6 +410,79 @@ where
             return false;
         }
         tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+/// One answer of the public listener, headers with lowercase names.
+#[derive(Debug)]
+pub struct PublicAnswer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl PublicAnswer {
+    /// The first value of header `name`.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(header, _)| header == name)
+            .map(|(_, value)| value.as_str())
+    }
+
+    /// The body parsed as JSON (`Value::Null` when empty, a string when it is not JSON).
+    pub fn json(&self) -> Value {
+        parse_body(&self.body)
+    }
+
+    /// The `error.code` of a public-listener error body.
+    pub fn error_code(&self) -> String {
+        self.json()["error"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+}
+
+/// Sends one request to `url` (a plugin route on the public listener) and reads the answer.
+pub async fn public_request(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<Vec<u8>>,
+) -> PublicAnswer {
+    let method = Method::from_bytes(method.as_bytes()).expect("a valid method");
+    let client = awc::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .finish();
+    let mut request = client.request(method.clone(), url);
+    for (name, value) in headers {
+        request = request.append_header((*name, *value));
+    }
+    let response = match body {
+        Some(body) => request.send_body(body).await,
+        None => request.send().await,
+    };
+    let mut response = response.unwrap_or_else(|error| panic!("{method} {url} failed: {error}"));
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(name, value)| {
+            (
+                name.as_str().to_owned(),
+                String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let body = response
+        .body()
+        .limit(64 * 1024 * 1024)
+        .await
+        .unwrap_or_else(|error| panic!("{method} {url}: cannot read the body: {error}"));
+    PublicAnswer {
+        status: response.status().as_u16(),
+        headers,
+        body: body.to_vec(),
     }
 }
 

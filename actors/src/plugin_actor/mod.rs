@@ -44,9 +44,11 @@ use crate::gateways::kafka::{ConsumeKafkaMessage, DisconnectAllConsumers};
 use crate::gateways::PluginGateways;
 
 mod guarded;
+mod in_flight;
 mod messages;
 
 use guarded::{guarded, panic_message};
+use in_flight::InFlightCalls;
 pub use messages::{
     CallPlugin, CreateInstance, InitializeInstance, InstanceFailed, PluginServices, PluginState,
     PluginStateChanged, StopInstance, SupervisionPolicy, TerminatePlugin,
@@ -69,6 +71,8 @@ pub struct PluginActor {
     restarts: u32,
     queue: Arc<AtomicUsize>,
     backlog: Arc<EmitterBacklog>,
+    /// Calls running now; an unload or reload waits for them before `cleanup()`.
+    in_flight: Rc<InFlightCalls>,
     terminated: bool,
 }
 
@@ -94,6 +98,7 @@ impl PluginActor {
             grants: ResourceGrants::default(),
             instance: None,
             instance_alive: Rc::new(Cell::new(false)),
+            in_flight: Rc::default(),
             generation: 0,
             state: PluginState::Starting,
             recent_restarts: VecDeque::new(),
@@ -374,9 +379,11 @@ impl Handler<CallPlugin> for PluginActor {
         };
         let generation = self.generation;
         let actor = context.address().downgrade();
+        let running = self.in_flight.start();
         // The call's future runs on the arbiter, outside this actor's context, so later messages
         // start while it awaits; a crash reported through it restarts the instance it ran on.
         Box::pin(async move {
+            let _running = running;
             let call = match start {
                 Ok(call) => call,
                 Err((backlog, message)) => {
@@ -503,14 +510,28 @@ impl Handler<StopInstance> for PluginActor {
     fn handle(&mut self, message: StopInstance, _: &mut Self::Context) -> Self::Result {
         let running = self.state == PluginState::Running;
         self.state = PluginState::Stopping;
+        // Calls already running finish first (within the call time limit): a request in flight
+        // during a reload or an unload is answered, not cut off. New calls are refused from now.
+        let in_flight = Rc::clone(&self.in_flight);
+        let limit = self.services.call_timeout;
+        let drained = async move {
+            let _ = tokio::time::timeout(limit, in_flight.idle()).await;
+        };
+        let name = self.name.clone();
         let cleanup = match (&self.instance, message.cleanup && running) {
             (Some(instance), true) => {
                 let instance = instance.clone();
-                guarded(&self.name, self.services.call_timeout, || {
-                    instance.cleanup()
-                })
+                async move {
+                    drained.await;
+                    guarded(&name, limit, || instance.cleanup()).await
+                }
+                .boxed_local()
             }
-            _ => Box::pin(futures::future::ready(Ok(()))),
+            _ => async move {
+                drained.await;
+                Ok(())
+            }
+            .boxed_local(),
         };
         Box::pin(cleanup.into_actor(self).map(|result, actor, context| {
             if let Err(error) = result {

@@ -156,6 +156,15 @@ impl HostShared {
                 self.limit_refused(HostLimit::HostOnlyFunction, 1, &error.to_string());
                 Err(error)
             }
+            // Route handlers answer the public listener only, never a dependent.
+            CallTarget::Route(index) => {
+                let error = Error::MethodNotAllowed {
+                    plugin: dependency.to_string(),
+                    method: format!("route #{index}"),
+                };
+                self.limit_refused(HostLimit::HostOnlyFunction, 1, &error.to_string());
+                Err(error)
+            }
             _ => Ok(()),
         }
     }

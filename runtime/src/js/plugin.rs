@@ -24,6 +24,7 @@ use crate::plugin::{
     CallTarget, Event, HostLimit, KafkaRecord, Plugin, PluginContext, PluginDescription,
     PluginFuture, PluginLimits, HOST_ONLY_FUNCTIONS,
 };
+use crate::routes::{DeclaredHandler, DeclaredRoute, PluginRoutes};
 use crate::{Error, Result};
 
 /// A loaded JavaScript plugin instance.
@@ -62,7 +63,7 @@ impl JsPlugin {
         *host.plugin.borrow_mut() = manifest.name.clone();
         let name = manifest.name.clone();
         engine.enter_api(|_, api| api.get::<_, Function>("rename")?.call::<_, ()>((name,)))?;
-        let exports = described["exports"]
+        let exports: Vec<String> = described["exports"]
             .as_array()
             .map(|exports| {
                 exports
@@ -71,11 +72,13 @@ impl JsPlugin {
                     .collect()
             })
             .unwrap_or_default();
+        let routes = PluginRoutes::new(&declared_routes(&described["routes"]), &exports)?;
         let description = PluginDescription {
             manifest,
             exports,
             executable: described["executable"].as_bool().unwrap_or(false),
             has_cleanup: described["cleanup"].as_bool().unwrap_or(true),
+            routes: Arc::new(routes),
         };
         Ok(JsPlugin {
             inner: Rc::new(Inner {
@@ -101,6 +104,24 @@ impl JsPlugin {
             .map(JsEngine::memory_used)
             .unwrap_or(0)
     }
+}
+
+/// The prelude's description of the `routes` map: `[{key, handler: {function} | {name} | {}}]`.
+fn declared_routes(described: &Value) -> Vec<DeclaredRoute> {
+    let Some(routes) = described.as_array() else {
+        return Vec::new();
+    };
+    routes
+        .iter()
+        .map(|route| DeclaredRoute {
+            key: route["key"].as_str().unwrap_or_default().to_owned(),
+            handler: match (&route["handler"]["function"], &route["handler"]["name"]) {
+                (Value::Bool(true), _) => DeclaredHandler::Function,
+                (_, Value::String(name)) => DeclaredHandler::Named(name.clone()),
+                _ => DeclaredHandler::Invalid,
+            },
+        })
+        .collect()
 }
 
 impl Inner {
@@ -266,6 +287,19 @@ impl Inner {
     /// lifecycle function or a function the plugin does not export (the prelude would find any
     /// property, `constructor` included), and arguments over the message limit.
     fn check_call(&self, target: &CallTarget, arguments: &str) -> Result<()> {
+        match target {
+            // The public listener bounds a request by its own limit (WARDEN_HTTP_MAX_BODY_BYTES).
+            CallTarget::Route(index) if *index < self.description.routes.specs().len() => {
+                return Ok(())
+            }
+            CallTarget::Route(index) => {
+                return Err(Error::MethodNotFound {
+                    plugin: self.plugin(),
+                    method: format!("route #{index}"),
+                })
+            }
+            _ => {}
+        }
         if let CallTarget::Method(method) = target {
             if HOST_ONLY_FUNCTIONS.contains(&method.as_str()) {
                 let error = Error::MethodNotAllowed {
@@ -342,6 +376,21 @@ impl Plugin for JsPlugin {
     }
 
     fn call(&self, target: CallTarget, arguments: Vec<Value>) -> PluginFuture<Value> {
+        if let CallTarget::Route(index) = target {
+            if let Err(error) = self.inner.check_call(&target, "") {
+                return Box::pin(async move { Err(error) });
+            }
+            // The route entry takes the request object itself, not an argument list.
+            let request = arguments
+                .into_iter()
+                .next()
+                .unwrap_or(Value::Null)
+                .to_string();
+            return self.inner.start_call(move |_, api, call_id| {
+                api.get::<_, Function>("route")?
+                    .call::<_, ()>((call_id, index as f64, request))
+            });
+        }
         // The arguments are serialized for the engine anyway; the limit is checked on that text.
         let arguments = Value::Array(arguments).to_string();
         // This plugin refuses by itself, whoever the caller is and however it built the call.
@@ -349,7 +398,7 @@ impl Plugin for JsPlugin {
             return Box::pin(async move { Err(error) });
         }
         let method = match target {
-            CallTarget::Execute => None,
+            CallTarget::Execute | CallTarget::Route(_) => None,
             CallTarget::Method(method) => Some(method),
         };
         self.inner.start_call(move |_, api, call_id| {

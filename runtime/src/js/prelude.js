@@ -16,6 +16,8 @@ export default function bootstrap(host) {
     listeners: [],
     consumers: new Map(),
     exports: new Set(),
+    // Route handlers by route index: a function of the `routes` map, or an export's name.
+    routes: [],
   };
 
   function makeError(name, message) {
@@ -388,6 +390,97 @@ export default function bootstrap(host) {
     host.listenerError(event, errorJson(error));
   }
 
+
+  // HTTP routes. The host sends the request as JSON ({id, method, path, params, query, headers,
+  // bodyKind, body}); the handler's response goes back in the form the public listener reads:
+  // {kind: "json"|"text"|"bytes"|"empty", status, headers: [[name, value]], json|text|base64},
+  // {kind: "error", status, code, message} for a thrown error with a status (and for a body
+  // that is not JSON), or {kind: "invalid", message} for a value that is not a response.
+  // A thrown error without a status rejects the call: the host answers 500 and logs it.
+  const responseKeys = new Set(["status", "headers", "json", "body"]);
+
+  function describeValue(value) {
+    if (typeof value === "string") return "a string";
+    if (Array.isArray(value)) return "an array";
+    if (value instanceof Uint8Array) return "a Uint8Array";
+    return typeof value === "object" ? "an object with keys [" + Object.keys(value).join(", ") + "]" : "a " + typeof value;
+  }
+
+  function invalidResponse(what) {
+    return { kind: "invalid", message: "the handler returned " + what + "; return { json: … }, { body: … }, { status, headers, … } or nothing" };
+  }
+
+  function routeResponse(value) {
+    if (value === undefined || value === null) return { kind: "empty", status: 204, headers: [] };
+    if (typeof value !== "object" || Array.isArray(value) || value instanceof Uint8Array) return invalidResponse(describeValue(value));
+    const keys = Object.keys(value);
+    if (keys.length === 0 || keys.some((key) => !responseKeys.has(key))) return invalidResponse(describeValue(value));
+    let status = 200;
+    if ("status" in value) {
+      status = value.status;
+      if (!Number.isInteger(status) || status < 200 || status > 599) return invalidResponse("status " + String(status) + " (use an integer from 200 to 599)");
+    }
+    const headers = [];
+    if ("headers" in value && value.headers !== undefined && value.headers !== null) {
+      if (typeof value.headers !== "object" || Array.isArray(value.headers)) return invalidResponse("headers that are not an object of names to strings");
+      for (const name of Object.keys(value.headers)) {
+        const header = value.headers[name];
+        if (typeof header !== "string" && typeof header !== "number") return invalidResponse("a header '" + name + "' that is not a string");
+        headers.push([name, String(header)]);
+      }
+    }
+    if ("json" in value && "body" in value) return invalidResponse("both json and body (return one of them)");
+    if ("json" in value) {
+      if (value.json === undefined) return invalidResponse("json: undefined");
+      return { kind: "json", status, headers, json: value.json };
+    }
+    if ("body" in value) {
+      const body = value.body;
+      if (typeof body === "string") return { kind: "text", status, headers, text: body };
+      if (body instanceof Uint8Array) return { kind: "bytes", status, headers, base64: toBase64(body) };
+      if (body instanceof ArrayBuffer) return { kind: "bytes", status, headers, base64: toBase64(new Uint8Array(body)) };
+      if (body === undefined || body === null) return { kind: "empty", status, headers };
+      return invalidResponse("a body that is " + describeValue(body) + " (use a string or a Uint8Array)");
+    }
+    return { kind: "empty", status, headers };
+  }
+
+  // A thrown value with a numeric status from 400 to 599 is an answer; anything else rethrows.
+  function thrownResponse(error) {
+    if (error !== null && typeof error === "object" && Number.isInteger(error.status) && error.status >= 400 && error.status <= 599) {
+      const code = typeof error.code === "string" && error.code ? error.code : "handler_error";
+      const message = error.message === undefined ? "" : String(error.message);
+      return { kind: "error", status: error.status, code, message };
+    }
+    throw error;
+  }
+
+  function buildRequest(wire) {
+    let body = null;
+    let json;
+    if (wire.bodyKind === "text") body = wire.body;
+    else if (wire.bodyKind === "bytes") body = fromBase64(wire.body);
+    if (wire.isJson && typeof body === "string") {
+      try { json = JSON.parse(body); } catch (error) { return { invalidJson: "the request body is not JSON: " + error.message }; }
+    }
+    return { request: { id: wire.id, method: wire.method, path: wire.path, params: wire.params, query: wire.query, headers: wire.headers, body, json } };
+  }
+
+  function describeRoutes(plugin) {
+    const routes = plugin.routes;
+    if (routes === undefined || routes === null) return { routes: [] };
+    if (typeof routes !== "object" || Array.isArray(routes)) return { error: "the plugin object's 'routes' must be an object mapping \"METHOD /path\" to a handler" };
+    const described = [];
+    state.routes = [];
+    for (const key of Object.keys(routes)) {
+      const handler = routes[key];
+      if (typeof handler === "function") { described.push({ key, handler: { function: true } }); state.routes.push(handler); }
+      else if (typeof handler === "string") { described.push({ key, handler: { name: handler } }); state.routes.push(handler); }
+      else { described.push({ key, handler: {} }); state.routes.push(null); }
+    }
+    return { routes: described };
+  }
+
   const api = {
     // Validates the module's plugin object and describes it to the host.
     // The plugin's name is known once its metadata is read; messages use it from then on.
@@ -422,7 +515,9 @@ export default function bootstrap(host) {
       }
       exports.sort();
       state.exports = new Set(exports);
-      return JSON.stringify({ metadata: metadataJson, exports, executable: typeof plugin.execute === "function", cleanup: typeof plugin.cleanup === "function" });
+      const routes = describeRoutes(plugin);
+      if (routes.error) return JSON.stringify({ error: routes.error });
+      return JSON.stringify({ metadata: metadataJson, exports, routes: routes.routes, executable: typeof plugin.execute === "function", cleanup: typeof plugin.cleanup === "function" });
     },
     initialize(callId) {
       state.context = buildContext();
@@ -451,6 +546,36 @@ export default function bootstrap(host) {
           return;
         }
         complete(callId, target.apply(state.plugin, JSON.parse(argsJson)));
+      } catch (error) {
+        host.complete(callId, false, errorJson(error));
+      }
+    },
+    route(callId, index, requestJson) {
+      try {
+        const built = buildRequest(JSON.parse(requestJson));
+        if (built.invalidJson !== undefined) {
+          complete(callId, { kind: "error", status: 400, code: "invalid_json", message: built.invalidJson });
+          return;
+        }
+        const entry = state.routes[index];
+        // A named handler is looked up now, so that it is the plugin's function as it is.
+        const handler = typeof entry === "string" && state.exports.has(entry) ? state.plugin[entry] : entry;
+        if (typeof handler !== "function") {
+          host.complete(callId, false, JSON.stringify({ name: "MethodNotFoundError", message: "route #" + index + " has no handler" }));
+          return;
+        }
+        let outcome;
+        try {
+          outcome = handler.call(state.plugin, built.request);
+        } catch (error) {
+          complete(callId, thrownResponse(error));
+          return;
+        }
+        if (outcome !== null && typeof outcome === "object" && typeof outcome.then === "function") {
+          complete(callId, outcome.then(routeResponse, thrownResponse));
+        } else {
+          complete(callId, routeResponse(outcome));
+        }
       } catch (error) {
         host.complete(callId, false, errorJson(error));
       }

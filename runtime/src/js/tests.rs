@@ -409,3 +409,256 @@ fn an_entry_file_linked_from_outside_the_directory_is_refused() {
         "{refused:?}"
     );
 }
+
+/// A request as the public listener sends it to a route.
+fn route_request(method: &str, params: Value, body: Option<(&str, &str, bool)>) -> Value {
+    let (body_kind, body, is_json) = body.unwrap_or(("none", "", false));
+    json!({
+        "id": "req-1", "method": method, "path": "/x", "params": params,
+        "query": {"q": ["1", "2"]}, "headers": {"accept": "*/*"},
+        "bodyKind": body_kind, "body": if body_kind == "none" { Value::Null } else { json!(body) },
+        "isJson": is_json,
+    })
+}
+
+async fn call_route(plugin: &JsPlugin, key: &str, request: Value) -> Result<Value> {
+    let index = plugin
+        .describe()
+        .routes
+        .specs()
+        .iter()
+        .position(|route| route.key() == key)
+        .unwrap_or_else(|| panic!("no route {key}"));
+    plugin.call(CallTarget::Route(index), vec![request]).await
+}
+
+const ROUTES: &str = r#"
+    routes: {
+        "GET /items/:id": "getItem",
+        "POST /items": async function (request) { return { status: 201, json: { got: request.json, me: this.metadata.name } }; },
+        "PUT /bytes": (request) => ({ body: request.body, headers: { "content-type": "application/x-echo" } }),
+        "GET /request": (request) => ({ json: { ...request, body: request.body, json: request.json === undefined ? "undefined" : request.json } }),
+        "GET /nothing": () => undefined,
+        "GET /row": () => ({ id: 1 }),
+        "GET /text": () => "just text",
+        "GET /status-only": () => ({ status: 202 }),
+        "GET /teapot": () => { const error = new Error("short and stout"); error.status = 418; error.code = "teapot"; throw error; },
+        "GET /plain-status": async () => { throw Object.assign(new Error("gone"), { status: 410 }); },
+        "GET /secret-failure": () => { throw new Error("password=hunter2"); },
+        "GET /bad-status": () => ({ status: 99, json: {} }),
+    },
+    async getItem(request) { return { json: { id: request.params.id, self: this.metadata.name } }; },
+"#;
+
+#[tokio::test]
+async fn routes_are_described_in_the_plugins_order() {
+    with_plugin(ROUTES, PluginLimits::default(), async |plugin, _| {
+        let description = plugin.describe();
+        let keys: Vec<String> = description
+            .routes
+            .specs()
+            .iter()
+            .map(|route| route.key())
+            .collect();
+        assert_eq!(keys[0], "GET /items/:id");
+        assert_eq!(keys[1], "POST /items");
+        assert_eq!(keys.len(), 12);
+        assert_eq!(
+            description.routes.specs()[0].handler.as_deref(),
+            Some("getItem")
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_route_handler_gets_the_request_and_this_and_its_response_is_read() {
+    with_plugin(ROUTES, PluginLimits::default(), async |plugin, _| {
+        let item = call_route(&plugin, "GET /items/:id", route_request("GET", json!({"id": "7"}), None))
+            .await
+            .unwrap();
+        assert_eq!(
+            item,
+            json!({"kind": "json", "status": 200, "headers": [], "json": {"id": "7", "self": "hostile"}})
+        );
+        let created = call_route(
+            &plugin,
+            "POST /items",
+            route_request("POST", json!({}), Some(("text", r#"{"total": 5}"#, true))),
+        )
+        .await
+        .unwrap();
+        assert_eq!(created["status"], 201);
+        assert_eq!(created["json"], json!({"got": {"total": 5}, "me": "hostile"}));
+        let seen = call_route(&plugin, "GET /request", route_request("HEAD", json!({}), None))
+            .await
+            .unwrap();
+        assert_eq!(seen["json"]["method"], "HEAD");
+        assert_eq!(seen["json"]["id"], "req-1");
+        assert_eq!(seen["json"]["query"], json!({"q": ["1", "2"]}));
+        assert_eq!(seen["json"]["body"], Value::Null, "an empty body is null");
+        assert_eq!(seen["json"]["json"], "undefined");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_binary_body_arrives_as_a_uint8array_and_goes_back_as_bytes() {
+    with_plugin(ROUTES, PluginLimits::default(), async |plugin, _| {
+        let echoed = call_route(
+            &plugin,
+            "PUT /bytes",
+            route_request("PUT", json!({}), Some(("bytes", "AAEC/w==", false))),
+        )
+        .await
+        .unwrap();
+        assert_eq!(echoed["kind"], "bytes");
+        assert_eq!(echoed["base64"], "AAEC/w==");
+        assert_eq!(
+            echoed["headers"],
+            json!([["content-type", "application/x-echo"]])
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_body_that_is_not_json_is_answered_400_before_the_handler_runs() {
+    with_plugin(ROUTES, PluginLimits::default(), async |plugin, _| {
+        let refused = call_route(
+            &plugin,
+            "POST /items",
+            route_request("POST", json!({}), Some(("text", "{not json", true))),
+        )
+        .await
+        .unwrap();
+        assert_eq!(refused["kind"], "error");
+        assert_eq!(refused["status"], 400);
+        assert_eq!(refused["code"], "invalid_json");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn what_is_not_a_response_is_invalid_and_nothing_answers_204() {
+    with_plugin(ROUTES, PluginLimits::default(), async |plugin, _| {
+        let request = || route_request("GET", json!({}), None);
+        let nothing = call_route(&plugin, "GET /nothing", request())
+            .await
+            .unwrap();
+        assert_eq!(
+            (nothing["kind"].clone(), nothing["status"].clone()),
+            (json!("empty"), json!(204))
+        );
+        let status_only = call_route(&plugin, "GET /status-only", request())
+            .await
+            .unwrap();
+        assert_eq!(
+            (status_only["kind"].clone(), status_only["status"].clone()),
+            (json!("empty"), json!(202))
+        );
+        for key in ["GET /row", "GET /text", "GET /bad-status"] {
+            let invalid = call_route(&plugin, key, request()).await.unwrap();
+            assert_eq!(invalid["kind"], "invalid", "{key}: {invalid}");
+            assert!(
+                invalid["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("return { json: … }"),
+                "{key}"
+            );
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_thrown_status_is_an_answer_and_any_other_throw_fails_the_call() {
+    with_plugin(ROUTES, PluginLimits::default(), async |plugin, _| {
+        let request = || route_request("GET", json!({}), None);
+        let teapot = call_route(&plugin, "GET /teapot", request()).await.unwrap();
+        assert_eq!(
+            teapot,
+            json!({"kind": "error", "status": 418, "code": "teapot", "message": "short and stout"})
+        );
+        let gone = call_route(&plugin, "GET /plain-status", request())
+            .await
+            .unwrap();
+        assert_eq!(
+            (gone["status"].clone(), gone["code"].clone()),
+            (json!(410), json!("handler_error"))
+        );
+        let failed = call_route(&plugin, "GET /secret-failure", request())
+            .await
+            .unwrap_err();
+        assert!(
+            failed.to_string().contains("hunter2"),
+            "the host keeps the error for the log: {failed}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_route_index_the_plugin_does_not_have_is_refused() {
+    with_plugin(ROUTES, PluginLimits::default(), async |plugin, _| {
+        let error = plugin
+            .call(
+                CallTarget::Route(999),
+                vec![route_request("GET", json!({}), None)],
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(error, Error::MethodNotFound { .. }), "{error:?}");
+    })
+    .await;
+}
+
+#[test]
+fn a_module_with_malformed_routes_does_not_load() {
+    for (routes, expected) in [
+        ("routes: [],", "'routes' must be an object"),
+        (
+            "routes: { 'GET /x': 'missing' },",
+            "'missing' is not a function",
+        ),
+        ("routes: { 'GET /x': 42 },", "must be a function"),
+        (
+            "routes: { 'BREW /x': () => null },",
+            "unknown method 'BREW'",
+        ),
+        (
+            "routes: { 'GET /a/:x': () => null, 'GET /a/:y': () => null },",
+            "same method and shape",
+        ),
+        (
+            "routes: { 'GET /x': 'initialize' },",
+            "'initialize' is not a function",
+        ),
+    ] {
+        let directory = tempfile::tempdir().unwrap();
+        let module = module(directory.path(), routes);
+        let error = JsPlugin::load(
+            module.root,
+            &module.entry,
+            module.code,
+            PluginLimits::default(),
+        )
+        .err()
+        .unwrap_or_else(|| panic!("{routes} loaded"));
+        assert!(
+            matches!(error, Error::InvalidPluginFormat { .. }),
+            "{routes}: {error:?}"
+        );
+        assert!(error.to_string().contains(expected), "{routes}: {error}");
+    }
+}
+
+#[test]
+fn a_dependency_call_to_a_route_is_refused_by_the_host() {
+    let host = super::host::HostShared::new("caller.js".into(), PluginLimits::default());
+    let error = host
+        .check_dependency_target("dep", &CallTarget::Route(0))
+        .unwrap_err();
+    assert!(matches!(error, Error::MethodNotAllowed { .. }), "{error:?}");
+}

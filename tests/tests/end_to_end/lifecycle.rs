@@ -85,7 +85,8 @@ async fn loading_a_js_plugin_answers_its_plugin_info() {
         },
         "overrides": null,
         "exports": ["findOrder"],
-        "databaseRole": null
+        "databaseRole": null,
+        "routes": []
     });
     assert_eq!(orders, expected);
     assert_eq!(api.get("/plugins/orders").await, (200, expected));

@@ -21,6 +21,9 @@ mod execution;
 mod gateways;
 /// `/health`, `/ready`, `/metrics` and `/openapi.json`.
 mod http_extras;
+/// Plugins' HTTP routes on the public listener: matching, requests and responses, Warden's own
+/// answers, errors that never leak, reload and unload, the listeners kept apart, metrics.
+mod http_routes;
 /// Load, list, unload (with dependents and cascade), reload, overrides, scan, `--watch` and
 /// shutdown on SIGTERM.
 mod lifecycle;
