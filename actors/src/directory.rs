@@ -49,6 +49,11 @@ impl PluginDirectory {
         self.read().get(name).cloned()
     }
 
+    /// What `read` takes from a loaded plugin's entry, without copying the rest of it.
+    pub fn read_entry<R>(&self, name: &str, read: impl FnOnce(&DirectoryEntry) -> R) -> Option<R> {
+        self.read().get(name).map(read)
+    }
+
     pub(crate) fn insert(&self, name: String, entry: DirectoryEntry) {
         self.write().insert(name, entry);
         self.changes.send_modify(|changes| *changes += 1);

@@ -31,6 +31,7 @@ use crate::{Error, Result};
 const WATCH_DEBOUNCE: Duration = Duration::from_millis(150);
 
 /// A loaded plugin as the public listener sees it: its routes and its actor.
+#[derive(Clone)]
 pub struct RoutedPlugin {
     pub name: String,
     pub routes: Arc<PluginRoutes>,
@@ -250,34 +251,23 @@ impl Warden {
     /// when no plugin of that name is loaded. Taken per request, so a reload's new routes serve
     /// the next request and an unload's paths stop at once.
     pub fn routed_plugin(&self, name: &str) -> Option<RoutedPlugin> {
-        let entry = self.directory.get(name)?;
-        Some(RoutedPlugin {
-            name: entry.description.manifest.name,
-            routes: entry.description.routes,
-            address: entry.address,
+        // Per request: only the routes and the address are taken, not the whole description.
+        self.directory.read_entry(name, |entry| RoutedPlugin {
+            name: entry.description.manifest.name.clone(),
+            routes: Arc::clone(&entry.description.routes),
+            address: entry.address.clone(),
         })
     }
 
-    /// Waits until `previous`'s entry is replaced: the version a reload
-    /// brings, or `None` once the plugin is unloaded or the wait ends.
-    ///
-    /// A reload drains the calls in flight, runs `cleanup()` and the new `initialize`, each
-    /// within the call time limit, so the wait is three of them.
-    pub async fn routed_plugin_after(&self, previous: &RoutedPlugin) -> Option<RoutedPlugin> {
-        let within = self.call_timeout * 3;
-        let mut changes = self.directory.changes();
-        let swapped = async {
-            loop {
-                match self.routed_plugin(&previous.name) {
-                    Some(current) if current.address == previous.address => {}
-                    other => return other,
-                }
-                if changes.changed().await.is_err() {
-                    return None;
-                }
-            }
-        };
-        tokio::time::timeout(within, swapped).await.ok().flatten()
+    /// A receiver that wakes at each later load, reload or unload (a change of the directory),
+    /// for callers that wait for a plugin's new version.
+    pub fn directory_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.directory.changes()
+    }
+
+    /// Each plugin call's time limit.
+    pub fn call_timeout(&self) -> Duration {
+        self.call_timeout
     }
 
     /// Publishes an event with source `admin` (or another host source).

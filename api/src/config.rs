@@ -406,39 +406,29 @@ mod tests {
     fn the_public_listener_defaults_to_8081_and_can_be_turned_off() {
         figment::Jail::expect_with(|jail| {
             jail.set_env("WARDEN_ADMIN_TOKEN", "secret");
-            let settings =
-                Settings::load(&ServeArgs::default()).map_err(|error| error.to_string())?;
+            let load = |args: &ServeArgs| Settings::load(args).map_err(|error| error.to_string());
+            let defaults = load(&ServeArgs::default())?;
             assert_eq!(
-                settings
-                    .http_bind_address()
-                    .map_err(|error| error.to_string())?,
+                defaults.http_bind_address().unwrap(),
                 Some("127.0.0.1:8081".parse().unwrap())
             );
-            assert_eq!(settings.http_max_body_bytes, 1_048_576);
+            assert_eq!(defaults.http_max_body_bytes, 1_048_576);
             jail.set_env("WARDEN_HTTP_BIND", "off");
             jail.set_env("WARDEN_HTTP_MAX_BODY_BYTES", "10");
-            let settings =
-                Settings::load(&ServeArgs::default()).map_err(|error| error.to_string())?;
-            assert_eq!(
-                settings
-                    .http_bind_address()
-                    .map_err(|error| error.to_string())?,
-                None
-            );
-            assert_eq!(settings.http_max_body_bytes, 10);
+            let off = load(&ServeArgs::default())?;
+            assert_eq!(off.http_bind_address().unwrap(), None);
+            assert_eq!(off.http_max_body_bytes, 10);
             let flagged = ServeArgs {
                 http_bind: Some("127.0.0.1:9100".into()),
                 ..ServeArgs::default()
             };
-            let settings = Settings::load(&flagged).map_err(|error| error.to_string())?;
             assert_eq!(
-                settings.http_bind, "127.0.0.1:9100",
+                load(&flagged)?.http_bind,
+                "127.0.0.1:9100",
                 "the flag beats the environment"
             );
             jail.set_env("WARDEN_HTTP_BIND", "nowhere");
-            let error = Settings::load(&ServeArgs::default())
-                .expect_err("refused")
-                .to_string();
+            let error = load(&ServeArgs::default()).expect_err("refused");
             assert!(error.contains("WARDEN_HTTP_BIND"), "{error}");
             Ok(())
         });

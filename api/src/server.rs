@@ -1,5 +1,6 @@
 //! The process: settings in, actor system and admin server up, one shutdown path out.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::body::{BoxBody, MessageBody};
@@ -21,7 +22,7 @@ use warden_actors::system::Warden;
 
 use crate::config::Settings;
 use crate::error::ApiError;
-use crate::public::{self, PublicSettings};
+use crate::public::{self, BodyBudget, PublicSettings};
 use crate::routes;
 
 /// The admin token every request but `GET /health` must carry.
@@ -179,11 +180,18 @@ fn start_public_listener(
     let public_warden = warden.clone();
     let public_settings = PublicSettings {
         max_body_bytes: settings.http_max_body_bytes,
+        // Half the plugin's heap for request bodies in flight, the rest for its own work.
+        body_budget_bytes: usize::try_from(
+            settings.plugin_memory_mb.saturating_mul(1024 * 1024) / 2,
+        )
+        .unwrap_or(usize::MAX),
     };
+    let budget = Data::new(Arc::new(BodyBudget::default()));
     let server = HttpServer::new(move || {
         App::new()
             .app_data(Data::new(public_warden.clone()))
             .app_data(Data::new(public_settings))
+            .app_data(budget.clone())
             .configure(public::configure)
     })
     .disable_signals()

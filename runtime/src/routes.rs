@@ -7,7 +7,7 @@
 //! method wins over `*` at the same shape (the method's router holds its own routes first and
 //! the `*` routes only where their shape is still free).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::{Error, Result};
 
@@ -116,11 +116,36 @@ pub struct PluginRoutes {
 }
 
 /// The routes one method answers. matchit refuses a `:name` and a `*name` at one position of
-/// one tree, which the plugin API allows, so catch-all routes have a tree of their own.
+/// one tree, which the plugin API allows, so catch-all routes go in trees of their own: each in
+/// the first tree that takes it (with its empty-rest entry), or a new one.
 #[derive(Debug, Clone, Default)]
 struct MethodRouter {
     others: matchit::Router<Target>,
-    catch_alls: matchit::Router<Target>,
+    catch_alls: Vec<matchit::Router<Target>>,
+}
+
+impl MethodRouter {
+    fn insert_catch_all(
+        &mut self,
+        entries: &[(String, Target)],
+    ) -> std::result::Result<(), matchit::InsertError> {
+        let insert_all = |tree: &mut matchit::Router<Target>| {
+            entries
+                .iter()
+                .try_for_each(|(pattern, target)| tree.insert(pattern.clone(), *target))
+        };
+        for tree in &mut self.catch_alls {
+            let mut candidate = tree.clone();
+            if insert_all(&mut candidate).is_ok() {
+                *tree = candidate;
+                return Ok(());
+            }
+        }
+        let mut tree = matchit::Router::new();
+        insert_all(&mut tree)?;
+        self.catch_alls.push(tree);
+        Ok(())
+    }
 }
 
 impl PartialEq for PluginRoutes {
@@ -201,7 +226,7 @@ impl PluginRoutes {
     /// A router holding the routes `own` selects, then the `*` routes whose shape is still free.
     fn router_for(&self, own: impl Fn(&RouteSpec) -> bool) -> Result<MethodRouter> {
         let mut router = MethodRouter::default();
-        let mut taken: Vec<String> = Vec::new();
+        let mut taken: HashSet<String> = HashSet::new();
         let selected = self
             .specs
             .iter()
@@ -220,21 +245,22 @@ impl PluginRoutes {
                 // A `*` route whose shape this method's own route already has.
                 continue;
             }
-            let (table, empty_rest) = if spec.catch_all {
-                (&mut router.catch_alls, Some(empty_rest_pattern(spec)))
-            } else {
-                (&mut router.others, None)
-            };
             let target = |empty_rest| Target { route, empty_rest };
-            table
-                .insert(pattern.clone(), target(false))
-                .map_err(|error| self.conflict(route, &error))?;
-            if let Some(empty_rest) = empty_rest {
-                table
-                    .insert(empty_rest, target(true))
+            if spec.catch_all {
+                let entries = [
+                    (pattern.clone(), target(false)),
+                    (empty_rest_pattern(spec), target(true)),
+                ];
+                router
+                    .insert_catch_all(&entries)
+                    .map_err(|error| self.conflict(route, &error))?;
+            } else {
+                router
+                    .others
+                    .insert(pattern.clone(), target(false))
                     .map_err(|error| self.conflict(route, &error))?;
             }
-            taken.push(pattern);
+            taken.insert(pattern);
         }
         Ok(router)
     }
@@ -279,21 +305,18 @@ impl PluginRoutes {
     }
 
     fn lookup(&self, router: &MethodRouter, path: &str) -> Option<RouteMatch> {
-        let other = router.others.at(path).ok();
-        let catch_all = router.catch_alls.at(path).ok();
-        // matchit orders the routes within each table; between a route and a catch-all that
-        // both match, the first segment where their patterns differ decides.
-        let matched = match (other, catch_all) {
-            (Some(other), Some(catch_all)) => {
-                if self.specificity(*other.value) >= self.specificity(*catch_all.value) {
-                    other
+        // matchit orders the routes within each tree; between trees, the first segment where
+        // the matching patterns differ decides.
+        let matched = std::iter::once(&router.others)
+            .chain(&router.catch_alls)
+            .filter_map(|tree| tree.at(path).ok())
+            .reduce(|best, candidate| {
+                if self.specificity(*candidate.value) > self.specificity(*best.value) {
+                    candidate
                 } else {
-                    catch_all
+                    best
                 }
-            }
-            (Some(matched), None) | (None, Some(matched)) => matched,
-            (None, None) => return None,
-        };
+            })?;
         let target = *matched.value;
         let spec = &self.specs[target.route];
         let mut params = Vec::with_capacity(spec.params.len());
@@ -707,5 +730,194 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("more than"));
+    }
+
+    // Attacks of the review of the HTTP routes feature: shapes the contract allows that matchit
+    // could refuse, backtracking between literals and parameters, and hostile keys.
+
+    #[test]
+    fn catch_alls_behind_a_parameter_load_beside_a_catch_all_at_that_position() {
+        // Different shapes, so the contract refuses none of these; the precedence rule says
+        // which one answers (`:name` wins over `*name`).
+        for keys in [
+            &["GET /files/*rest", "GET /files/:dir/*more"][..],
+            &["GET /*rest", "GET /:tenant/*path"][..],
+            &["* /files/*rest", "GET /files/:dir/*more"][..],
+        ] {
+            let declared: Vec<_> = keys.iter().map(|key| declared(key)).collect();
+            if let Err(error) = PluginRoutes::new(&declared, &[]) {
+                panic!("{keys:?} is refused: {error}");
+            }
+        }
+        let routes = routes(&["GET /files/*rest", "GET /files/:dir/*more"]);
+        assert_eq!(
+            found(&routes, "GET", "/files/a/b/c"),
+            (
+                "GET /files/:dir/*more".into(),
+                pairs(&[("dir", "a"), ("more", "b/c")])
+            )
+        );
+        assert_eq!(
+            found(&routes, "GET", "/files"),
+            ("GET /files/*rest".into(), pairs(&[("rest", "")]))
+        );
+    }
+
+    #[test]
+    fn a_literal_that_leads_nowhere_falls_back_to_a_parameter_then_a_catch_all() {
+        let routes = routes(&["GET /a/b", "GET /:x/c", "GET /a/:y/d", "GET /:x/*rest"]);
+        assert_eq!(
+            found(&routes, "GET", "/a/c"),
+            ("GET /:x/c".into(), pairs(&[("x", "a")]))
+        );
+        assert_eq!(
+            found(&routes, "GET", "/a/z/d"),
+            ("GET /a/:y/d".into(), pairs(&[("y", "z")]))
+        );
+        assert_eq!(
+            found(&routes, "GET", "/a/z/q"),
+            (
+                "GET /:x/*rest".into(),
+                pairs(&[("x", "a"), ("rest", "z/q")])
+            )
+        );
+        assert_eq!(
+            found(&routes, "GET", "/a"),
+            ("GET /:x/*rest".into(), pairs(&[("x", "a"), ("rest", "")]))
+        );
+        assert_eq!(found(&routes, "GET", "/a/b").0, "GET /a/b");
+    }
+
+    #[test]
+    fn encoded_slashes_and_dots_stay_inside_their_parameter() {
+        let routes = routes(&[
+            "GET /files/*rest",
+            "GET /users/:id",
+            "GET /users/:id/avatar",
+        ]);
+        assert_eq!(
+            found(&routes, "GET", "/users/..%2Fadmin").1,
+            pairs(&[("id", "../admin")])
+        );
+        assert_eq!(
+            found(&routes, "GET", "/users/%2e%2e/avatar"),
+            ("GET /users/:id/avatar".into(), pairs(&[("id", "..")]))
+        );
+        assert_eq!(
+            found(&routes, "GET", "/files/%2e%2e%2f%2e%2e%2fetc/passwd").1,
+            pairs(&[("rest", "../../etc/passwd")])
+        );
+        // Invalid escapes and invalid UTF-8 never panic; they decode lossily.
+        assert_eq!(
+            found(&routes, "GET", "/users/%zz").1,
+            pairs(&[("id", "%zz")])
+        );
+        assert_eq!(
+            found(&routes, "GET", "/users/%C3").1,
+            pairs(&[("id", "\u{fffd}")])
+        );
+        // Paths a client sends with braces or odd characters find nothing, without panicking.
+        for path in [
+            "/{p0}",
+            "/users/{p0}/avatar",
+            "/files{*p0}",
+            "//",
+            "/users//avatar",
+        ] {
+            let _ = routes.find("GET", path);
+        }
+        assert_eq!(routes.find("GET", "/users//avatar"), RouteMatch::NotFound);
+    }
+
+    #[test]
+    fn hostile_keys_are_refused_naming_the_route_and_never_panic() {
+        for key in [
+            "",
+            " ",
+            " GET /x",
+            "GET  /x",
+            "GET\t/x",
+            "GET /x\n",
+            "GET /a b",
+            "GET /\u{0}",
+            "GET /:",
+            "GET /*",
+            "GET /:x/*x",
+            "GET /*a/*b",
+            "GET /a/:x:y",
+            "GET /a/*rest/",
+            "GET /{{x}}",
+            "GET /a/}",
+            "GET /%2F",
+            "GET /a:b",
+            "GET /\u{1f600}",
+            "HEAD /x",
+            "GET,POST /x",
+            "get /x",
+        ] {
+            let declared = vec![declared(key)];
+            match PluginRoutes::new(&declared, &[]) {
+                // `/a/*rest/` is `/a/*rest` once its trailing `/` is ignored.
+                Ok(_) if key == "GET /a/*rest/" => {}
+                Ok(routes) => panic!("{key:?} was accepted: {:?}", routes.specs()),
+                Err(error) => {
+                    assert!(
+                        matches!(error, Error::InvalidPluginFormat { .. }),
+                        "{key:?}: {error:?}"
+                    );
+                    assert!(error.to_string().contains("route '"), "{key:?}: {error}");
+                }
+            }
+        }
+        // A key over the length limit is refused, and the message stays bounded.
+        let long = format!("GET /{}", "\u{e9}".repeat(4 * MAX_ROUTE_KEY_BYTES));
+        let error = PluginRoutes::new(&[declared(&long)], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("longer than"), "{error}");
+        assert!(
+            error.len() < 8 * MAX_ROUTE_KEY_BYTES,
+            "{} bytes",
+            error.len()
+        );
+    }
+
+    #[test]
+    fn parameter_names_that_are_object_prototype_keys_are_plain_params() {
+        let routes = routes(&["GET /:__proto__/:constructor"]);
+        assert_eq!(
+            found(&routes, "GET", "/a/b").1,
+            pairs(&[("__proto__", "a"), ("constructor", "b")])
+        );
+    }
+
+    #[test]
+    fn a_thousand_any_method_routes_fill_every_methods_router_without_conflict() {
+        let mut keys: Vec<String> = (0..MAX_ROUTES / 2)
+            .map(|index| format!("* /any{index}/:id"))
+            .collect();
+        keys.extend(
+            ROUTE_METHODS
+                .iter()
+                .cycle()
+                .take(MAX_ROUTES / 2)
+                .enumerate()
+                .map(|(index, method)| format!("{method} /own{index}")),
+        );
+        let declared: Vec<_> = keys.iter().map(|key| declared(key)).collect();
+        let routes = PluginRoutes::new(&declared, &[]).unwrap();
+        assert_eq!(routes.specs().len(), MAX_ROUTES);
+        assert_eq!(
+            found(&routes, "DELETE", "/any499/7"),
+            ("* /any499/:id".into(), pairs(&[("id", "7")]))
+        );
+        assert_eq!(found(&routes, "PROPFIND", "/any0/x").0, "* /any0/:id");
+        assert_eq!(found(&routes, "GET", "/own0").0, "GET /own0");
+        assert_eq!(
+            routes.find("POST", "/own0"),
+            RouteMatch::MethodNotAllowed {
+                allow: vec!["GET", "HEAD"]
+            }
+        );
     }
 }

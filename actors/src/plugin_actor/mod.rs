@@ -73,7 +73,41 @@ pub struct PluginActor {
     backlog: Arc<EmitterBacklog>,
     /// Calls running now; an unload or reload waits for them before `cleanup()`.
     in_flight: Rc<InFlightCalls>,
+    /// Registered once the instance says its name (the actor starts with its file's name).
+    call_metrics: Option<Rc<CallMetrics>>,
     terminated: bool,
+}
+
+/// The call metrics of one plugin, registered once: a lookup by labels on every call cost the
+/// plugin's thread more than the counting.
+struct CallMetrics {
+    plugin: String,
+    ok: metrics::Counter,
+    timeout: metrics::Counter,
+    error: metrics::Counter,
+    duration: metrics::Histogram,
+}
+
+impl CallMetrics {
+    fn new(plugin: &str) -> Self {
+        let calls = |outcome: &'static str| metrics::counter!("warden_plugin_calls_total", "plugin" => plugin.to_owned(), "outcome" => outcome);
+        CallMetrics {
+            plugin: plugin.to_owned(),
+            ok: calls("ok"),
+            timeout: calls("timeout"),
+            error: calls("error"),
+            duration: metrics::histogram!("warden_plugin_call_duration_seconds", "plugin" => plugin.to_owned()),
+        }
+    }
+
+    fn record<T>(&self, result: &Result<T>, elapsed: Duration) {
+        match result {
+            Ok(_) => self.ok.increment(1),
+            Err(Error::Timeout { .. }) => self.timeout.increment(1),
+            Err(_) => self.error.increment(1),
+        }
+        self.duration.record(elapsed.as_secs_f64());
+    }
 }
 
 impl PluginActor {
@@ -99,6 +133,7 @@ impl PluginActor {
             instance: None,
             instance_alive: Rc::new(Cell::new(false)),
             in_flight: Rc::default(),
+            call_metrics: None,
             generation: 0,
             state: PluginState::Starting,
             recent_restarts: VecDeque::new(),
@@ -147,6 +182,13 @@ impl PluginActor {
             })?;
         let description = created.describe();
         self.name = description.manifest.name.clone();
+        if self
+            .call_metrics
+            .as_ref()
+            .is_none_or(|metrics| metrics.plugin != self.name)
+        {
+            self.call_metrics = Some(Rc::new(CallMetrics::new(&self.name)));
+        }
         self.declared_dependencies = description.manifest.dependencies.clone();
         self.generation += 1;
         self.instance_alive = Rc::new(Cell::new(true));
@@ -380,6 +422,7 @@ impl Handler<CallPlugin> for PluginActor {
         let generation = self.generation;
         let actor = context.address().downgrade();
         let running = self.in_flight.start();
+        let call_metrics = self.call_metrics.clone();
         // The call's future runs on the arbiter, outside this actor's context, so later messages
         // start while it awaits; a crash reported through it restarts the instance it ran on.
         Box::pin(async move {
@@ -404,14 +447,9 @@ impl Handler<CallPlugin> for PluginActor {
                 }
             };
             let result = call.await;
-            let outcome = match &result {
-                Ok(_) => "ok",
-                Err(Error::Timeout { .. }) => "timeout",
-                Err(_) => "error",
-            };
-            metrics::counter!("warden_plugin_calls_total", "plugin" => plugin.clone(), "outcome" => outcome).increment(1);
-            metrics::histogram!("warden_plugin_call_duration_seconds", "plugin" => plugin)
-                .record(started_at.elapsed().as_secs_f64());
+            if let Some(call_metrics) = call_metrics {
+                call_metrics.record(&result, started_at.elapsed());
+            }
             if let Err(error @ Error::Crashed { .. }) = &result {
                 if let Some(actor) = actor.upgrade() {
                     actor.do_send(InstanceFailed {

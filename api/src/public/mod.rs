@@ -9,7 +9,9 @@
 mod request;
 mod response;
 
-use std::time::Instant;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
@@ -37,6 +39,76 @@ const RETRY_AFTER_FAILED_S: &str = "30";
 pub struct PublicSettings {
     /// The largest request body; a larger one is answered 413 before the handler runs.
     pub max_body_bytes: usize,
+    /// The most request-body bytes one plugin's calls may hold at once (see [`BodyBudget`]).
+    pub body_budget_bytes: usize,
+}
+
+/// Request bodies live in the plugin's heap while its handler runs (as a string or a
+/// `Uint8Array`, beside the JSON text that carried them), so many concurrent uploads could
+/// exhaust the heap and restart the plugin from outside. Each plugin's calls hold at most
+/// `body_budget_bytes` of bodies (charged three times their size); a request over that waits for
+/// nothing and is answered 503 with `Retry-After`. A body alone is always let in.
+#[derive(Default)]
+pub struct BodyBudget {
+    held: Mutex<HashMap<String, usize>>,
+}
+
+/// A plugin's share of the budget, given back when the request is answered.
+struct BodyReservation<'a> {
+    budget: &'a BodyBudget,
+    plugin: &'a str,
+    bytes: usize,
+}
+
+impl BodyBudget {
+    fn reserve<'a>(
+        &'a self,
+        plugin: &'a str,
+        body_bytes: usize,
+        limit: usize,
+    ) -> Option<BodyReservation<'a>> {
+        let bytes = body_bytes.saturating_mul(3);
+        if bytes == 0 {
+            return Some(BodyReservation {
+                budget: self,
+                plugin,
+                bytes,
+            });
+        }
+        let mut held = self
+            .held
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let plugin_held = held.entry(plugin.to_owned()).or_default();
+        if *plugin_held > 0 && plugin_held.saturating_add(bytes) > limit {
+            return None;
+        }
+        *plugin_held = plugin_held.saturating_add(bytes);
+        Some(BodyReservation {
+            budget: self,
+            plugin,
+            bytes,
+        })
+    }
+}
+
+impl Drop for BodyReservation<'_> {
+    fn drop(&mut self) {
+        if self.bytes == 0 {
+            return;
+        }
+        let mut held = self
+            .budget
+            .held
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(plugin_held) = held.get_mut(self.plugin) {
+            *plugin_held = plugin_held.saturating_sub(self.bytes);
+            if *plugin_held == 0 {
+                held.remove(self.plugin);
+            }
+        }
+    }
 }
 
 /// Every request of the public listener goes here.
@@ -58,6 +130,7 @@ async fn serve(
     payload: web::Payload,
     warden: Data<Warden>,
     settings: Data<PublicSettings>,
+    budget: Data<Arc<BodyBudget>>,
 ) -> HttpResponse {
     let started = Instant::now();
     let request_id = request_id(&request);
@@ -69,7 +142,7 @@ async fn serve(
         &request,
         payload,
         &warden,
-        &settings,
+        (&settings, &budget),
         &request_id,
         &mut served,
     )
@@ -87,7 +160,7 @@ async fn answer(
     request: &HttpRequest,
     payload: web::Payload,
     warden: &Warden,
-    settings: &PublicSettings,
+    (settings, budget): (&PublicSettings, &BodyBudget),
     request_id: &str,
     served: &mut Served,
 ) -> HttpResponse {
@@ -127,6 +200,11 @@ async fn answer(
         Ok(body) => body,
         Err(response) => return response,
     };
+    let Some(_reservation) = budget.reserve(&plugin.name, body.len(), settings.body_budget_bytes)
+    else {
+        tracing::warn!(plugin = %plugin.name, route = %route_key, request_id, "request bodies in flight are over the plugin's share; answered 503");
+        return unavailable(&plugin.name, RETRY_AFTER_RESTARTING_S);
+    };
     let plugin_request = request::plugin_request(request, request_id, path, params, &body);
     let outcome = call(warden, &plugin, route, &route_key, plugin_request).await;
     match outcome {
@@ -148,10 +226,15 @@ async fn answer(
     }
 }
 
-/// Calls the route. A call refused because the plugin is stopping for a reload (the old
-/// version drains its calls, the new one initializes) goes to the new version once it is in
-/// place, if it still has that route: a reload loses no request. A call that started is never
-/// sent twice.
+/// How often a request refused by a stopping version looks again whether the plugin serves
+/// (a failed reload restores the old version in place, which changes no directory entry).
+const REFUSED_RETRY_INTERVAL: Duration = Duration::from_millis(50);
+
+/// Calls the route. A call the plugin refused before running it because a reload is stopping
+/// the old version (or has stopped it) is sent again, to the version the directory holds then,
+/// if it still has that route, until the reload is done (at most three call time limits: the
+/// drain, `cleanup()` and the new `initialize`). A reload loses no request, and a call that
+/// started is never sent twice.
 async fn call(
     warden: &Warden,
     plugin: &RoutedPlugin,
@@ -159,30 +242,38 @@ async fn call(
     route_key: &str,
     request: serde_json::Value,
 ) -> Result<serde_json::Value, ActorError> {
-    match plugin.call(route, request.clone()).await {
-        Err(ActorError::Plugin(PluginError::Unavailable {
-            state,
-            plugin: name,
-        })) if state == "stopping" => {
-            let refused = || {
-                ActorError::Plugin(PluginError::Unavailable {
-                    plugin: name.clone(),
-                    state: state.clone(),
-                })
-            };
-            let current = warden
-                .routed_plugin_after(plugin)
-                .await
-                .ok_or_else(refused)?;
-            let index = current
-                .routes
-                .specs()
-                .iter()
-                .position(|spec| spec.key() == route_key)
-                .ok_or_else(refused)?;
-            current.call(index, request).await
+    let deadline = Instant::now() + warden.call_timeout() * 3;
+    let mut current = (plugin.clone(), route);
+    loop {
+        let mut changes = warden.directory_changes();
+        let outcome = current.0.call(current.1, request.clone()).await;
+        // `PluginUnloaded` is how a terminated version refuses a call. A call that had started
+        // is not cut off by a reload: the old version drains its calls (each within its time
+        // limit, past which it answers `Timeout`) before it is disposed.
+        let refused_by_a_reload = matches!(
+            &outcome,
+            Err(ActorError::Plugin(PluginError::Unavailable { state, .. }))
+                if state == "stopping" || state == "stopped"
+        ) || matches!(
+            &outcome,
+            Err(ActorError::Plugin(PluginError::PluginUnloaded { .. }))
+        );
+        if !refused_by_a_reload || Instant::now() >= deadline {
+            return outcome;
         }
-        outcome => outcome,
+        let _ = tokio::time::timeout(REFUSED_RETRY_INTERVAL, changes.changed()).await;
+        let Some(next) = warden.routed_plugin(&plugin.name) else {
+            return outcome;
+        };
+        let Some(index) = next
+            .routes
+            .specs()
+            .iter()
+            .position(|spec| spec.key() == route_key)
+        else {
+            return outcome;
+        };
+        current = (next, index);
     }
 }
 

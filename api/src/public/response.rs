@@ -39,11 +39,18 @@ pub fn from_wire(wire: &Value) -> Result<HttpResponse, String> {
             .unwrap_or("not a response")
             .to_owned());
     }
+    // The prelude checks these too; the host does not trust the plugin's heap to have done so.
+    let allowed = if kind == "error" {
+        400..=599
+    } else {
+        200..=599
+    };
     let status = wire["status"]
         .as_u64()
         .and_then(|status| u16::try_from(status).ok())
+        .filter(|status| allowed.contains(status))
         .and_then(|status| StatusCode::from_u16(status).ok())
-        .ok_or_else(|| format!("status {} is not an HTTP status", wire["status"]))?;
+        .ok_or_else(|| format!("status {} is not one a handler may answer", wire["status"]))?;
     if kind == "error" {
         return Ok(error_response(
             status,
@@ -93,6 +100,11 @@ pub fn from_wire(wire: &Value) -> Result<HttpResponse, String> {
         "empty" => return Ok(builder.finish()),
         other => return Err(format!("unknown response kind '{other}'")),
     };
+    if status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+        // These have no body in HTTP/1.1: bytes after them would be read as the next response
+        // on the connection.
+        return Ok(builder.finish());
+    }
     if !has_content_type {
         builder.insert_header((header::CONTENT_TYPE, default_type));
     }
@@ -181,6 +193,28 @@ mod tests {
             &json!({"kind": "text", "status": 200, "text": "", "headers": [["x", "line\nbreak"]]}),
         )
         .is_err());
+    }
+
+    #[test]
+    fn statuses_outside_what_a_handler_may_answer_are_refused() {
+        for (kind, status) in [
+            ("json", 999),
+            ("json", 101),
+            ("json", 199),
+            ("error", 302),
+            ("error", 200),
+        ] {
+            let wire = json!({"kind": kind, "status": status, "headers": [], "json": 1, "code": "x", "message": "m"});
+            assert!(from_wire(&wire).is_err(), "{kind} {status}");
+        }
+    }
+
+    #[test]
+    fn no_content_and_not_modified_never_carry_a_body() {
+        for status in [204, 304] {
+            let response = from_wire(&json!({"kind": "text", "status": status, "headers": [], "text": "HTTP/1.1 200 OK"})).unwrap();
+            assert!(body_of(response).is_empty(), "{status}");
+        }
     }
 
     #[test]

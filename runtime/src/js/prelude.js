@@ -5,6 +5,21 @@
 // It is a module, compiled to bytecode once per process and loaded into every engine.
 export default function bootstrap(host) {
 
+  // The built-ins the host's own paths use, taken before any plugin code runs: a plugin may
+  // replace the globals in its heap, never what Warden relies on to check its answers.
+  const builtins = {
+    stringify: JSON.stringify,
+    parse: JSON.parse,
+    isInteger: Number.isInteger,
+    keys: Object.keys,
+    isArray: Array.isArray,
+    resolve: Promise.resolve.bind(Promise),
+    then: Promise.prototype.then,
+    hasOwn: Object.prototype.hasOwnProperty,
+    String,
+  };
+  const hasOwn = (object, key) => builtins.hasOwn.call(object, key);
+
   const state = {
     alive: true,
     plugin: null,
@@ -26,13 +41,22 @@ export default function bootstrap(host) {
     return error;
   }
 
+  // Never throws: a thrown value whose name, message or string form cannot be read (a
+  // `toString` that throws, an object without a prototype) still becomes an error.
   function errorJson(error) {
-    if (error !== null && typeof error === "object") {
-      const name = typeof error.name === "string" && error.name ? error.name : "Error";
-      const message = error.message === undefined ? String(error) : String(error.message);
-      return JSON.stringify({ name, message });
+    let name = "Error";
+    let message;
+    try {
+      if (error !== null && typeof error === "object") {
+        if (typeof error.name === "string" && error.name) name = error.name;
+        message = error.message === undefined ? builtins.String(error) : builtins.String(error.message);
+      } else {
+        message = builtins.String(error);
+      }
+    } catch (unprintable) {
+      message = "a thrown value that cannot be printed";
     }
-    return JSON.stringify({ name: "Error", message: String(error) });
+    return builtins.stringify({ name: builtins.String(name), message });
   }
 
   function throwHostError(errorText) {
@@ -43,7 +67,7 @@ export default function bootstrap(host) {
   }
 
   function resultJson(value) {
-    const text = JSON.stringify(value === undefined ? null : value);
+    const text = builtins.stringify(value === undefined ? null : value);
     return text === undefined ? "null" : text;
   }
 
@@ -370,8 +394,10 @@ export default function bootstrap(host) {
   }
 
   function complete(callId, outcome) {
-    if (outcome !== null && typeof outcome === "object" && typeof outcome.then === "function") {
-      outcome.then(
+    if (outcome !== null && (typeof outcome === "object" || typeof outcome === "function") && typeof outcome.then === "function") {
+      // The prelude's own `then` on a real promise: a plugin's replaced `Promise.prototype.then`
+      // or a thenable's `then` cannot skip the completion.
+      builtins.then.call(builtins.resolve(outcome),
         (value) => {
           let text;
           try { text = resultJson(value); } catch (error) { host.complete(callId, false, errorJson(new TypeError("the result is not JSON-serializable: " + error.message))); return; }
@@ -413,28 +439,29 @@ export default function bootstrap(host) {
   function routeResponse(value) {
     if (value === undefined || value === null) return { kind: "empty", status: 204, headers: [] };
     if (typeof value !== "object" || Array.isArray(value) || value instanceof Uint8Array) return invalidResponse(describeValue(value));
-    const keys = Object.keys(value);
+    const keys = builtins.keys(value);
     if (keys.length === 0 || keys.some((key) => !responseKeys.has(key))) return invalidResponse(describeValue(value));
     let status = 200;
-    if ("status" in value) {
+    if (hasOwn(value, "status")) {
       status = value.status;
-      if (!Number.isInteger(status) || status < 200 || status > 599) return invalidResponse("status " + String(status) + " (use an integer from 200 to 599)");
+      if (!builtins.isInteger(status) || status < 200 || status > 599) return invalidResponse("status " + builtins.String(status) + " (use an integer from 200 to 599)");
     }
     const headers = [];
-    if ("headers" in value && value.headers !== undefined && value.headers !== null) {
-      if (typeof value.headers !== "object" || Array.isArray(value.headers)) return invalidResponse("headers that are not an object of names to strings");
-      for (const name of Object.keys(value.headers)) {
+    if (hasOwn(value, "headers") && value.headers !== undefined && value.headers !== null) {
+      if (typeof value.headers !== "object" || builtins.isArray(value.headers)) return invalidResponse("headers that are not an object of names to strings");
+      for (const name of builtins.keys(value.headers)) {
         const header = value.headers[name];
         if (typeof header !== "string" && typeof header !== "number") return invalidResponse("a header '" + name + "' that is not a string");
-        headers.push([name, String(header)]);
+        headers.push([name, builtins.String(header)]);
       }
     }
-    if ("json" in value && "body" in value) return invalidResponse("both json and body (return one of them)");
-    if ("json" in value) {
-      if (value.json === undefined) return invalidResponse("json: undefined");
-      return { kind: "json", status, headers, json: value.json };
+    if (hasOwn(value, "json") && hasOwn(value, "body")) return invalidResponse("both json and body (return one of them)");
+    if (hasOwn(value, "json")) {
+      const json = value.json;
+      if (json === undefined || typeof json === "function" || typeof json === "symbol") return invalidResponse("json that JSON cannot hold (" + typeof json + ")");
+      return { kind: "json", status, headers, json };
     }
-    if ("body" in value) {
+    if (hasOwn(value, "body")) {
       const body = value.body;
       if (typeof body === "string") return { kind: "text", status, headers, text: body };
       if (body instanceof Uint8Array) return { kind: "bytes", status, headers, base64: toBase64(body) };
@@ -447,9 +474,9 @@ export default function bootstrap(host) {
 
   // A thrown value with a numeric status from 400 to 599 is an answer; anything else rethrows.
   function thrownResponse(error) {
-    if (error !== null && typeof error === "object" && Number.isInteger(error.status) && error.status >= 400 && error.status <= 599) {
+    if (error !== null && typeof error === "object" && builtins.isInteger(error.status) && error.status >= 400 && error.status <= 599) {
       const code = typeof error.code === "string" && error.code ? error.code : "handler_error";
-      const message = error.message === undefined ? "" : String(error.message);
+      const message = error.message === undefined ? "" : builtins.String(error.message);
       return { kind: "error", status: error.status, code, message };
     }
     throw error;
@@ -466,7 +493,17 @@ export default function bootstrap(host) {
     return { request: { id: wire.id, method: wire.method, path: wire.path, params: wire.params, query: wire.query, headers: wire.headers, body, json } };
   }
 
+  // A `routes` that cannot be read (a getter or proxy that throws) refuses the load.
   function describeRoutes(plugin) {
+    try {
+      return readRoutes(plugin);
+    } catch (error) {
+      state.routes = [];
+      return { error: "the plugin object's 'routes' cannot be read: " + builtins.parse(errorJson(error)).message };
+    }
+  }
+
+  function readRoutes(plugin) {
     const routes = plugin.routes;
     if (routes === undefined || routes === null) return { routes: [] };
     if (typeof routes !== "object" || Array.isArray(routes)) return { error: "the plugin object's 'routes' must be an object mapping \"METHOD /path\" to a handler" };
@@ -481,6 +518,37 @@ export default function bootstrap(host) {
     return { routes: described };
   }
 
+  function adoptPlugin() {
+    const namespace = state.namespace;
+    state.namespace = null;
+    let plugin = namespace.default;
+    if (plugin === null || typeof plugin !== "object") plugin = namespace.plugin;
+    if (plugin === null || typeof plugin !== "object") {
+      return builtins.stringify({ error: "the module has no default export or 'plugin' export that is an object" });
+    }
+    const metadata = plugin.metadata;
+    if (metadata === null || typeof metadata !== "object") {
+      return builtins.stringify({ error: "the plugin object has no 'metadata' object" });
+    }
+    let metadataJson;
+    try { metadataJson = builtins.parse(builtins.stringify(metadata)); } catch (error) { return builtins.stringify({ error: "metadata is not JSON: " + error.message }); }
+    state.plugin = plugin;
+    const exports = [];
+    // Own functions, plus those of a class prototype when the plugin is a class instance.
+    const prototype = Object.getPrototypeOf(plugin);
+    const inherited = prototype && prototype !== Object.prototype ? Object.getOwnPropertyNames(prototype) : [];
+    for (const key of new Set([...builtins.keys(plugin), ...inherited])) {
+      if (key === "constructor" || key === "metadata" || key === "routes") continue;
+      if (typeof plugin[key] === "function" && key !== "initialize" && key !== "cleanup" && key !== "execute") exports.push(key);
+    }
+    exports.sort();
+    state.exports = new Set(exports);
+    const routes = describeRoutes(plugin);
+    if (routes.error) return builtins.stringify({ error: routes.error });
+    return builtins.stringify({ metadata: metadataJson, exports, routes: routes.routes, executable: typeof plugin.execute === "function", cleanup: typeof plugin.cleanup === "function" });
+  }
+
+
   const api = {
     // Validates the module's plugin object and describes it to the host.
     // The plugin's name is known once its metadata is read; messages use it from then on.
@@ -490,34 +558,14 @@ export default function bootstrap(host) {
     keepNamespace(namespace) {
       state.namespace = namespace;
     },
+    // A plugin object whose properties throw when read (getters, proxies) is an invalid
+    // module, not an engine fault.
     adopt() {
-      const namespace = state.namespace;
-      state.namespace = null;
-      let plugin = namespace.default;
-      if (plugin === null || typeof plugin !== "object") plugin = namespace.plugin;
-      if (plugin === null || typeof plugin !== "object") {
-        return JSON.stringify({ error: "the module has no default export or 'plugin' export that is an object" });
+      try {
+        return adoptPlugin();
+      } catch (error) {
+        return builtins.stringify({ error: "the plugin object cannot be read: " + builtins.parse(errorJson(error)).message });
       }
-      const metadata = plugin.metadata;
-      if (metadata === null || typeof metadata !== "object") {
-        return JSON.stringify({ error: "the plugin object has no 'metadata' object" });
-      }
-      let metadataJson;
-      try { metadataJson = JSON.parse(JSON.stringify(metadata)); } catch (error) { return JSON.stringify({ error: "metadata is not JSON: " + error.message }); }
-      state.plugin = plugin;
-      const exports = [];
-      // Own functions, plus those of a class prototype when the plugin is a class instance.
-      const prototype = Object.getPrototypeOf(plugin);
-      const inherited = prototype && prototype !== Object.prototype ? Object.getOwnPropertyNames(prototype) : [];
-      for (const key of new Set([...Object.keys(plugin), ...inherited])) {
-        if (key === "constructor" || key === "metadata") continue;
-        if (typeof plugin[key] === "function" && key !== "initialize" && key !== "cleanup" && key !== "execute") exports.push(key);
-      }
-      exports.sort();
-      state.exports = new Set(exports);
-      const routes = describeRoutes(plugin);
-      if (routes.error) return JSON.stringify({ error: routes.error });
-      return JSON.stringify({ metadata: metadataJson, exports, routes: routes.routes, executable: typeof plugin.execute === "function", cleanup: typeof plugin.cleanup === "function" });
     },
     initialize(callId) {
       state.context = buildContext();
@@ -571,8 +619,10 @@ export default function bootstrap(host) {
           complete(callId, thrownResponse(error));
           return;
         }
-        if (outcome !== null && typeof outcome === "object" && typeof outcome.then === "function") {
-          complete(callId, outcome.then(routeResponse, thrownResponse));
+        if (outcome !== null && (typeof outcome === "object" || typeof outcome === "function") && typeof outcome.then === "function") {
+          // Adopted into a real promise, so that the response passes the checks whatever the
+          // plugin's own `then` does.
+          complete(callId, builtins.then.call(builtins.resolve(outcome), routeResponse, thrownResponse));
         } else {
           complete(callId, routeResponse(outcome));
         }

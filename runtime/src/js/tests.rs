@@ -662,3 +662,309 @@ fn a_dependency_call_to_a_route_is_refused_by_the_host() {
         .unwrap_err();
     assert!(matches!(error, Error::MethodNotAllowed { .. }), "{error:?}");
 }
+
+// Attacks of the review of the HTTP routes feature: a hostile plugin's handlers, and what the
+// route entry must still answer for them.
+
+/// Routes whose handlers return or throw what a hostile (or careless) plugin would.
+const HOSTILE_ROUTES: &str = r#"
+    routes: {
+        "GET /ok": () => ({ json: "ok" }),
+        "GET /thenable": () => ({ then(resolve) { resolve({ json: { real: true } }); } }),
+        "GET /forging-thenable": () => ({
+            then(resolve) {
+                resolve({ json: "real" });
+                return { kind: "text", status: 999, headers: [["x-forged", "1"]], text: "forged" };
+            },
+        }),
+        "GET /thenable-throws-status": () => ({
+            then() { throw Object.assign(new Error("brewing"), { status: 418, code: "teapot" }); },
+        }),
+        "GET /null-prototype-throw": () => { throw Object.create(null); },
+        "GET /null-prototype-reject": async () => { throw Object.create(null); },
+        "GET /unprintable-throw": () => { throw { toString() { throw new Error("nope"); } }; },
+        "GET /json-function": () => ({ json: () => 1 }),
+        "GET /json-symbol": () => ({ json: Symbol("s") }),
+        "GET /json-bigint": () => ({ json: 10n }),
+        "GET /status-string": () => ({ status: "201", json: {} }),
+        "GET /status-fraction": () => ({ status: 200.5, json: {} }),
+        "GET /status-nan": () => ({ status: NaN, json: {} }),
+        "GET /getter-throws": () => ({ get json() { throw new Error("getter-secret"); } }),
+        "GET /async-getter-throws": async () => ({ get status() { throw new Error("async-getter-secret"); } }),
+        "GET /headers-getter-throws": () => ({ json: 1, headers: { get "x-a"() { throw new Error("header-secret"); } } }),
+        "GET /deep-json": () => { let value = 0; for (let i = 0; i < 200; i++) value = [value]; return { json: value }; },
+        "GET /subclass": () => { class Bytes extends Uint8Array {} return { body: new Bytes([1, 2, 3]) }; },
+        "GET /view": () => ({ body: new Uint8Array([9, 1, 2, 3, 9]).subarray(1, 4) }),
+        "GET /lying-bytes": () => ({ body: new Proxy(new Uint8Array([1, 2, 3]), { get: (target, key) => key === "length" ? 3 : 300 }) }),
+    },
+"#;
+
+/// The wire form of route `key` for a plain `GET`.
+async fn hostile_call(plugin: &JsPlugin, key: &str) -> Result<Value> {
+    call_route(plugin, key, route_request("GET", json!({}), None)).await
+}
+
+#[tokio::test]
+async fn a_thenable_a_handler_returns_is_awaited_like_a_promise() {
+    with_plugin(
+        HOSTILE_ROUTES,
+        PluginLimits::default(),
+        async |plugin, _| {
+            let answer = hostile_call(&plugin, "GET /thenable").await;
+            assert_eq!(
+                answer.ok(),
+                Some(json!({"kind": "json", "status": 200, "headers": [], "json": {"real": true}})),
+                "a thenable resolves to its value, as `await` would"
+            );
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_thenable_cannot_forge_the_wire_form_of_the_response() {
+    with_plugin(
+        HOSTILE_ROUTES,
+        PluginLimits::default(),
+        async |plugin, _| {
+            let answer = hostile_call(&plugin, "GET /forging-thenable")
+                .await
+                .unwrap();
+            assert_ne!(answer["status"], 999, "forged: {answer}");
+            assert_eq!(
+                answer,
+                json!({"kind": "json", "status": 200, "headers": [], "json": "real"})
+            );
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_thenable_whose_then_throws_a_status_answers_that_status() {
+    with_plugin(
+        HOSTILE_ROUTES,
+        PluginLimits::default(),
+        async |plugin, _| {
+            let answer = hostile_call(&plugin, "GET /thenable-throws-status").await;
+            assert_eq!(
+                answer.ok(),
+                Some(
+                    json!({"kind": "error", "status": 418, "code": "teapot", "message": "brewing"})
+                )
+            );
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_thrown_value_that_cannot_be_printed_fails_the_call_not_the_instance() {
+    with_plugin(
+        HOSTILE_ROUTES,
+        PluginLimits::default(),
+        async |plugin, _| {
+            for key in ["GET /null-prototype-throw", "GET /unprintable-throw"] {
+                let error = hostile_call(&plugin, key).await.unwrap_err();
+                assert!(
+                    matches!(error, Error::Execution { .. }),
+                    "{key}: a throw is the handler's failure, not an engine crash: {error:?}"
+                );
+                assert_eq!(
+                    hostile_call(&plugin, "GET /ok").await.ok(),
+                    Some(json!({"kind": "json", "status": 200, "headers": [], "json": "ok"})),
+                    "{key}: the instance still serves"
+                );
+            }
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_rejection_that_cannot_be_printed_fails_the_call_at_once() {
+    let limits = PluginLimits {
+        call_timeout_ms: 1_000,
+        ..PluginLimits::default()
+    };
+    with_plugin(HOSTILE_ROUTES, limits, async |plugin, _| {
+        let error = hostile_call(&plugin, "GET /null-prototype-reject")
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, Error::Execution { .. }),
+            "a rejected handler fails its call, it does not leave it hanging: {error:?}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_json_member_that_json_cannot_hold_is_not_a_response() {
+    with_plugin(
+        HOSTILE_ROUTES,
+        PluginLimits::default(),
+        async |plugin, _| {
+            for key in ["GET /json-function", "GET /json-symbol"] {
+                let answer = hostile_call(&plugin, key).await;
+                assert!(
+                matches!(&answer, Ok(wire) if wire["kind"] == "invalid"),
+                "{key}: `json` that serializes to nothing is like `json: undefined`: {answer:?}"
+            );
+            }
+            // A BigInt throws in JSON.stringify: the call fails, and nothing answers 200.
+            let bigint = hostile_call(&plugin, "GET /json-bigint").await;
+            assert!(
+                !matches!(&bigint, Ok(wire) if wire["kind"] == "json"),
+                "{bigint:?}"
+            );
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_status_that_is_not_an_integer_is_not_a_response() {
+    with_plugin(
+        HOSTILE_ROUTES,
+        PluginLimits::default(),
+        async |plugin, _| {
+            for key in [
+                "GET /status-string",
+                "GET /status-fraction",
+                "GET /status-nan",
+            ] {
+                let answer = hostile_call(&plugin, key).await.unwrap();
+                assert_eq!(answer["kind"], "invalid", "{key}: {answer}");
+            }
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn getters_that_throw_fail_the_call_and_the_instance_keeps_serving() {
+    with_plugin(
+        HOSTILE_ROUTES,
+        PluginLimits::default(),
+        async |plugin, _| {
+            for (key, secret) in [
+                ("GET /getter-throws", "getter-secret"),
+                ("GET /async-getter-throws", "async-getter-secret"),
+                ("GET /headers-getter-throws", "header-secret"),
+            ] {
+                let error = hostile_call(&plugin, key).await.unwrap_err();
+                assert!(
+                    matches!(&error, Error::Execution { message, .. } if message.contains(secret)),
+                    "{key}: the host keeps the error for the log: {error:?}"
+                );
+                assert_eq!(
+                    hostile_call(&plugin, "GET /ok").await.unwrap()["json"],
+                    "ok"
+                );
+            }
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_response_nested_past_the_hosts_json_depth_fails_the_call_and_harms_nothing() {
+    // The host reads results with serde_json, which stops at 128 levels: deeper fails the call
+    // with a typed error (answered 500 `handler_failed`), and the plugin keeps serving.
+    with_plugin(
+        HOSTILE_ROUTES,
+        PluginLimits::default(),
+        async |plugin, _| {
+            let error = hostile_call(&plugin, "GET /deep-json").await.unwrap_err();
+            assert!(matches!(error, Error::InvalidValue { .. }), "{error:?}");
+            assert_eq!(
+                hostile_call(&plugin, "GET /ok").await.unwrap()["json"],
+                "ok"
+            );
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn uint8array_subclasses_and_views_are_sent_as_their_own_bytes() {
+    with_plugin(
+        HOSTILE_ROUTES,
+        PluginLimits::default(),
+        async |plugin, _| {
+            let subclass = hostile_call(&plugin, "GET /subclass").await.unwrap();
+            assert_eq!(
+                (subclass["kind"].clone(), subclass["base64"].clone()),
+                (json!("bytes"), json!("AQID"))
+            );
+            let view = hostile_call(&plugin, "GET /view").await.unwrap();
+            assert_eq!(view["base64"], "AQID", "only the view's bytes: {view}");
+            // A proxy that lies about its bytes fails or answers, and never breaks the instance.
+            let _ = hostile_call(&plugin, "GET /lying-bytes").await;
+            assert_eq!(
+                hostile_call(&plugin, "GET /ok").await.unwrap()["json"],
+                "ok"
+            );
+        },
+    )
+    .await;
+}
+
+#[test]
+fn a_routes_map_that_throws_when_read_is_an_invalid_plugin() {
+    for routes in [
+        "get routes() { throw new Error('routes getter'); },",
+        "routes: new Proxy({}, { ownKeys() { throw new Error('ownKeys trap'); } }),",
+        "routes: { get 'GET /x'() { throw new Error('handler getter'); } },",
+    ] {
+        let directory = tempfile::tempdir().unwrap();
+        let module = module(directory.path(), routes);
+        let error = JsPlugin::load(
+            module.root,
+            &module.entry,
+            module.code,
+            PluginLimits::default(),
+        )
+        .err()
+        .unwrap_or_else(|| panic!("{routes} loaded"));
+        assert!(
+            matches!(error, Error::InvalidPluginFormat { .. }),
+            "{routes}: a module whose routes cannot be read is refused as invalid, not as a crash: {error:?}"
+        );
+    }
+}
+
+#[test]
+fn a_route_naming_a_lifecycle_or_inherited_function_is_refused() {
+    for name in [
+        "cleanup",
+        "initialize",
+        "constructor",
+        "toString",
+        "hasOwnProperty",
+        "__proto__",
+        "metadata",
+        "routes",
+    ] {
+        let directory = tempfile::tempdir().unwrap();
+        let module = module(
+            directory.path(),
+            &format!(
+                "routes: {{ 'GET /x': '{name}' }}, async cleanup() {{}}, async execute() {{}},"
+            ),
+        );
+        let error = JsPlugin::load(
+            module.root,
+            &module.entry,
+            module.code,
+            PluginLimits::default(),
+        )
+        .err()
+        .unwrap_or_else(|| panic!("a route naming '{name}' loaded"));
+        assert!(
+            matches!(error, Error::InvalidPluginFormat { .. }),
+            "{name}: {error:?}"
+        );
+    }
+}

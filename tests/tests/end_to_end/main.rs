@@ -24,6 +24,9 @@ mod http_extras;
 /// Plugins' HTTP routes on the public listener: matching, requests and responses, Warden's own
 /// answers, errors that never leak, reload and unload, the listeners kept apart, metrics.
 mod http_routes;
+/// Attacks on plugins' HTTP routes by hostile plugins and clients: framing, forged responses,
+/// thenables and unprintable throws, header injection, reloads, labels, paths and heap pressure.
+mod http_routes_attacks;
 /// Load, list, unload (with dependents and cascade), reload, overrides, scan, `--watch` and
 /// shutdown on SIGTERM.
 mod lifecycle;
