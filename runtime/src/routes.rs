@@ -73,12 +73,14 @@ pub struct RouteSpec {
     /// Parameter names in path order; the last is the catch-all's when `catch_all` is set.
     params: Vec<String>,
     catch_all: bool,
+    /// `METHOD /path`, computed once: every request is counted and logged under it.
+    key: String,
 }
 
 impl RouteSpec {
     /// The declared pattern with its method, as logs and metrics name it (`GET /orders/:id`).
-    pub fn key(&self) -> String {
-        format!("{} {}", self.method.as_str(), self.path)
+    pub fn key(&self) -> &str {
+        &self.key
     }
 }
 
@@ -530,6 +532,7 @@ fn parse_route(route: &DeclaredRoute, exports: &[String]) -> Result<RouteSpec> {
         }
     };
     Ok(RouteSpec {
+        key: format!("{} {path}", method.as_str()),
         method,
         path: path.to_owned(),
         handler,
@@ -563,7 +566,7 @@ mod tests {
 
     fn found(routes: &PluginRoutes, method: &str, path: &str) -> (String, Vec<(String, String)>) {
         match routes.find(method, path) {
-            RouteMatch::Found { route, params } => (routes.specs()[route].key(), params),
+            RouteMatch::Found { route, params } => (routes.specs()[route].key().to_owned(), params),
             other => panic!("{method} {path}: {other:?}"),
         }
     }

@@ -10,7 +10,8 @@ mod request;
 mod response;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use actix_web::http::header::{self, HeaderValue};
@@ -195,7 +196,7 @@ async fn answer(
         }
     };
     let route_key = plugin.routes.specs()[route].key();
-    served.route.clone_from(&route_key);
+    route_key.clone_into(&mut served.route);
     let body = match read_body(request, payload, settings.max_body_bytes).await {
         Ok(body) => body,
         Err(response) => return response,
@@ -206,7 +207,7 @@ async fn answer(
         return unavailable(&plugin.name, RETRY_AFTER_RESTARTING_S);
     };
     let plugin_request = request::plugin_request(request, request_id, path, params, &body);
-    let outcome = call(warden, &plugin, route, &route_key, plugin_request).await;
+    let outcome = call(warden, &plugin, route, route_key, plugin_request).await;
     match outcome {
         Ok(wire) => match response::from_wire(&wire) {
             Ok(response) => response,
@@ -222,7 +223,7 @@ async fn answer(
                 )
             }
         },
-        Err(error) => failure_response(&plugin.name, &route_key, request_id, &error),
+        Err(error) => failure_response(&plugin.name, route_key, request_id, &error),
     }
 }
 
@@ -348,7 +349,16 @@ fn request_id(request: &HttpRequest) -> String {
                 && id.len() <= MAX_REQUEST_ID_BYTES
                 && id.bytes().all(|byte| byte.is_ascii_graphic())
         })
-        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned)
+        .map_or_else(new_request_id, str::to_owned)
+}
+
+/// A new request id: a random prefix drawn once per process, then a counter, so ids are unique
+/// across restarts without drawing randomness for every request.
+fn new_request_id() -> String {
+    static PREFIX: OnceLock<String> = OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    let prefix = PREFIX.get_or_init(|| uuid::Uuid::new_v4().simple().to_string());
+    format!("{prefix}-{:x}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 /// The body, at most `limit` bytes; a larger one is answered 413 without reading it all.

@@ -419,7 +419,8 @@ export default function bootstrap(host) {
 
   // HTTP routes. The host sends the request as JSON ({id, method, path, params, query, headers,
   // bodyKind, body}); the handler's response goes back in the form the public listener reads:
-  // {kind: "json"|"text"|"bytes"|"empty", status, headers: [[name, value]], json|text|base64},
+  // {kind: "json"|"text"|"bytes"|"empty", status, headers: [[name, value]], text|base64} (for
+  // "json", `text` is the JSON itself, serialized once here rather than read and written again),
   // {kind: "error", status, code, message} for a thrown error with a status (and for a body
   // that is not JSON), or {kind: "invalid", message} for a value that is not a response.
   // A thrown error without a status rejects the call: the host answers 500 and logs it.
@@ -459,7 +460,7 @@ export default function bootstrap(host) {
     if (hasOwn(value, "json")) {
       const json = value.json;
       if (json === undefined || typeof json === "function" || typeof json === "symbol") return invalidResponse("json that JSON cannot hold (" + typeof json + ")");
-      return { kind: "json", status, headers, json };
+      return { kind: "json", status, headers, text: builtins.stringify(json) };
     }
     if (hasOwn(value, "body")) {
       const body = value.body;
