@@ -13,6 +13,9 @@ use clap::Parser as _;
 
 use crate::config::{Cli, Command, Settings};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     match run() {
         Ok(()) => ExitCode::SUCCESS,
