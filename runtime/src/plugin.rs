@@ -54,8 +54,9 @@ pub enum CallTarget {
     /// An exported function, called by a dependent with any number of arguments.
     Method(String),
     /// The handler of route `index` (in the plugin's order); the arguments are `[request]`,
-    /// the request object of the plugin API, and the result is the response in the form the
-    /// public listener reads (see `js/prelude.js`, `routeResponse`).
+    /// the request object of the plugin API or its JSON text as a string, and the result is
+    /// the response in the form the public listener reads (see `js/prelude.js`,
+    /// `routeResponse`).
     Route(usize),
 }
 

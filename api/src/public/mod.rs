@@ -206,7 +206,7 @@ async fn answer(
         tracing::warn!(plugin = %plugin.name, route = %route_key, request_id, "request bodies in flight are over the plugin's share; answered 503");
         return unavailable(&plugin.name, RETRY_AFTER_RESTARTING_S);
     };
-    let plugin_request = request::plugin_request(request, request_id, path, params, &body);
+    let plugin_request = request::plugin_request(request, request_id, path, &params, &body);
     let outcome = call(warden, &plugin, route, route_key, plugin_request).await;
     match outcome {
         Ok(wire) => match response::from_wire(&wire) {
@@ -241,13 +241,16 @@ async fn call(
     plugin: &RoutedPlugin,
     route: usize,
     route_key: &str,
-    request: serde_json::Value,
+    request: String,
 ) -> Result<serde_json::Value, ActorError> {
     let deadline = Instant::now() + warden.call_timeout() * 3;
     let mut current = (plugin.clone(), route);
     loop {
         let mut changes = warden.directory_changes();
-        let outcome = current.0.call(current.1, request.clone()).await;
+        let outcome = current
+            .0
+            .call(current.1, serde_json::Value::String(request.clone()))
+            .await;
         // `PluginUnloaded` is how a terminated version refuses a call. A call that had started
         // is not cut off by a reload: the old version drains its calls (each within its time
         // limit, past which it answers `Timeout`) before it is disposed.

@@ -1,69 +1,77 @@
-//! An HTTP request → the request object a route handler receives, as the JSON the engine's
-//! prelude reads (`{id, method, path, params, query, headers, bodyKind, body, isJson}`); the
-//! prelude turns a binary body into a `Uint8Array` and parses a JSON one.
+//! An HTTP request → the request object a route handler receives, as the JSON text the
+//! engine's prelude reads (`{id, method, path, params, query, headers, bodyKind, body, isJson}`);
+//! the prelude turns a binary body into a `Uint8Array` and parses a JSON one. The text is
+//! written straight from the request, on the HTTP worker, with no JSON tree in between.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
 
 use actix_web::http::header;
 use actix_web::HttpRequest;
 use base64::Engine as _;
-use serde_json::{Map, Value};
+use serde::ser::{SerializeMap as _, Serializer};
+use serde::Serialize;
 use warden_runtime::routes::normalized_path;
 
-/// Builds the handler's request. `path` is the raw path after `/api/<plugin>`; `params` are the
-/// route's parameters, already percent-decoded.
+/// The request object as the prelude reads it.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WireRequest<'a> {
+    id: &'a str,
+    method: &'a str,
+    path: &'a str,
+    #[serde(serialize_with = "pairs")]
+    params: &'a [(String, String)],
+    query: Query<'a>,
+    #[serde(serialize_with = "joined_headers")]
+    headers: &'a HttpRequest,
+    body_kind: &'static str,
+    body: Option<Cow<'a, str>>,
+    is_json: bool,
+}
+
+/// Builds the handler's request as JSON text. `path` is the raw path after `/api/<plugin>`;
+/// `params` are the route's parameters, already percent-decoded.
 pub fn plugin_request(
     request: &HttpRequest,
     id: &str,
     path: &str,
-    params: Vec<(String, String)>,
+    params: &[(String, String)],
     body: &[u8],
-) -> Value {
-    let content_type = request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned());
-    let essence = content_type.as_deref().map(|value| {
-        value
+) -> String {
+    let essence = request.headers().get(header::CONTENT_TYPE).map(|value| {
+        String::from_utf8_lossy(value.as_bytes())
             .split(';')
             .next()
             .unwrap_or_default()
             .trim()
             .to_ascii_lowercase()
     });
-    let (body_kind, body_value) = if body.is_empty() {
-        ("none", Value::Null)
+    let (body_kind, body) = if body.is_empty() {
+        ("none", None)
     } else if essence.as_deref().is_none_or(is_text_type) {
-        (
-            "text",
-            Value::String(String::from_utf8_lossy(body).into_owned()),
-        )
+        ("text", Some(String::from_utf8_lossy(body)))
     } else {
         (
             "bytes",
-            Value::String(base64::engine::general_purpose::STANDARD.encode(body)),
+            Some(Cow::Owned(
+                base64::engine::general_purpose::STANDARD.encode(body),
+            )),
         )
     };
-    let mut object = Map::new();
-    object.insert("id".into(), id.into());
-    object.insert("method".into(), request.method().as_str().into());
-    object.insert("path".into(), normalized_path(path).into());
-    object.insert(
-        "params".into(),
-        Value::Object(
-            params
-                .into_iter()
-                .map(|(name, value)| (name, Value::String(value)))
-                .collect(),
-        ),
-    );
-    object.insert("query".into(), query_object(request.query_string()));
-    object.insert("headers".into(), headers_object(request));
-    object.insert("bodyKind".into(), body_kind.into());
-    object.insert("body".into(), body_value);
-    object.insert(
-        "isJson".into(),
-        Value::Bool(essence.as_deref() == Some("application/json")),
-    );
-    Value::Object(object)
+    let wire = WireRequest {
+        id,
+        method: request.method().as_str(),
+        path: normalized_path(path),
+        params,
+        query: Query::parse(request.query_string()),
+        headers: request,
+        body_kind,
+        body,
+        is_json: essence.as_deref() == Some("application/json"),
+    };
+    // Strings and maps of strings always serialize.
+    serde_json::to_string(&wire).unwrap_or_else(|_| "null".to_owned())
 }
 
 /// Content types whose body a handler gets as a string (an absent one is text too).
@@ -73,50 +81,90 @@ fn is_text_type(essence: &str) -> bool {
         || essence == "application/x-www-form-urlencoded"
 }
 
-/// The query string decoded as a form: `+` is a space, a name without `=` is `""`, and a name
-/// given more than once maps to an array of its values in order.
-fn query_object(query: &str) -> Value {
-    let mut object = Map::new();
-    for (name, value) in form_urlencoded::parse(query.as_bytes()) {
-        let value = Value::String(value.into_owned());
-        match object.get_mut(name.as_ref()) {
-            Some(Value::Array(values)) => values.push(value),
-            Some(first) => {
-                let first = first.take();
-                object.insert(name.into_owned(), Value::Array(vec![first, value]));
-            }
-            None => {
-                object.insert(name.into_owned(), value);
-            }
-        }
+fn pairs<S: Serializer>(pairs: &&[(String, String)], serializer: S) -> Result<S::Ok, S::Error> {
+    let mut map = serializer.serialize_map(Some(pairs.len()))?;
+    for (name, value) in pairs.iter() {
+        map.serialize_entry(name, value)?;
     }
-    Value::Object(object)
+    map.end()
 }
 
-/// Headers with lowercase names; a repeated header's values are joined with `, `.
-fn headers_object(request: &HttpRequest) -> Value {
-    let mut object = Map::new();
-    for (name, value) in request.headers() {
-        let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
-        match object.get_mut(name.as_str()) {
-            Some(Value::String(joined)) => {
+/// Headers with lowercase names (actix keeps them so); a repeated header's values are joined
+/// with `, `.
+fn joined_headers<S: Serializer>(request: &&HttpRequest, serializer: S) -> Result<S::Ok, S::Error> {
+    let headers = request.headers();
+    let mut map = serializer.serialize_map(None)?;
+    for name in headers.keys() {
+        let mut values = headers.get_all(name);
+        let first = values
+            .next()
+            .map(|value| String::from_utf8_lossy(value.as_bytes()))
+            .unwrap_or_default();
+        let rest: Vec<_> = values.collect();
+        if rest.is_empty() {
+            map.serialize_entry(name.as_str(), &first)?;
+        } else {
+            let mut joined = first.into_owned();
+            for value in rest {
                 joined.push_str(", ");
-                joined.push_str(&value);
+                joined.push_str(&String::from_utf8_lossy(value.as_bytes()));
             }
-            _ => {
-                object.insert(name.as_str().to_owned(), Value::String(value));
-            }
+            map.serialize_entry(name.as_str(), &joined)?;
         }
     }
-    Value::Object(object)
+    map.end()
+}
+
+/// The query string decoded as a form: `+` is a space, a name without `=` is `""`, and a name
+/// given more than once maps to an array of its values in order.
+struct Query<'a> {
+    names: Vec<(Cow<'a, str>, Vec<Cow<'a, str>>)>,
+}
+
+impl<'a> Query<'a> {
+    fn parse(query: &'a str) -> Self {
+        let mut names: Vec<(Cow<'a, str>, Vec<Cow<'a, str>>)> = Vec::new();
+        let mut positions: HashMap<Cow<'a, str>, usize> = HashMap::new();
+        for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+            match positions.get(&name) {
+                Some(&position) => names[position].1.push(value),
+                None => {
+                    positions.insert(name.clone(), names.len());
+                    names.push((name, vec![value]));
+                }
+            }
+        }
+        Query { names }
+    }
+}
+
+impl Serialize for Query<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.names.len()))?;
+        for (name, values) in &self.names {
+            match values.as_slice() {
+                [one] => map.serialize_entry(name, one)?,
+                many => map.serialize_entry(name, many)?,
+            }
+        }
+        map.end()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use actix_web::test::TestRequest;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     use super::*;
+
+    fn query_object(query: &str) -> Value {
+        serde_json::to_value(Query::parse(query)).unwrap()
+    }
+
+    fn built(request: &HttpRequest, path: &str, params: &[(String, String)], body: &[u8]) -> Value {
+        serde_json::from_str(&plugin_request(request, "id", path, params, body)).unwrap()
+    }
 
     #[test]
     fn the_query_is_a_form_with_repeated_names_as_arrays() {
@@ -134,7 +182,7 @@ mod tests {
             .append_header(("x-trace", "two"))
             .insert_header(("Accept", "text/plain"))
             .to_http_request();
-        let headers = headers_object(&request);
+        let headers = built(&request, "/", &[], b"")["headers"].clone();
         assert_eq!(headers["x-trace"], "one, two");
         assert_eq!(headers["accept"], "text/plain");
     }
@@ -146,7 +194,7 @@ mod tests {
             if let Some(content_type) = content_type {
                 request = request.insert_header(("content-type", content_type));
             }
-            let built = plugin_request(&request.to_http_request(), "id", "/", Vec::new(), body);
+            let built = built(&request.to_http_request(), "/", &[], body);
             (
                 built["bodyKind"].clone(),
                 built["body"].clone(),
@@ -182,17 +230,11 @@ mod tests {
         let request = TestRequest::get()
             .uri("/api/shop/items/7/?x=1")
             .to_http_request();
-        let built = plugin_request(
-            &request,
-            "abc",
-            "/items/7/",
-            vec![("id".into(), "7".into())],
-            b"",
-        );
+        let built = built(&request, "/items/7/", &[("id".into(), "7".into())], b"");
         assert_eq!(built["path"], "/items/7");
         assert_eq!(built["params"], json!({"id": "7"}));
         assert_eq!(built["query"], json!({"x": "1"}));
         assert_eq!(built["method"], "GET");
-        assert_eq!(built["id"], "abc");
+        assert_eq!(built["id"], "id");
     }
 }

@@ -380,12 +380,13 @@ impl Plugin for JsPlugin {
             if let Err(error) = self.inner.check_call(&target, "") {
                 return Box::pin(async move { Err(error) });
             }
-            // The route entry takes the request object itself, not an argument list.
-            let request = arguments
-                .into_iter()
-                .next()
-                .unwrap_or(Value::Null)
-                .to_string();
+            // The route entry takes the request object itself, not an argument list. The public
+            // listener sends it as its JSON text already (a request object is never a string).
+            let request = match arguments.into_iter().next() {
+                Some(Value::String(text)) => text,
+                Some(request) => request.to_string(),
+                None => "null".to_owned(),
+            };
             return self.inner.start_call(move |_, api, call_id| {
                 api.get::<_, Function>("route")?
                     .call::<_, ()>((call_id, index as f64, request))
