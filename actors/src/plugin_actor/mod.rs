@@ -43,10 +43,12 @@ use crate::directory::PluginDirectory;
 use crate::gateways::kafka::{ConsumeKafkaMessage, DisconnectAllConsumers};
 use crate::gateways::PluginGateways;
 
+mod call_metrics;
 mod guarded;
 mod in_flight;
 mod messages;
 
+use call_metrics::CallMetrics;
 use guarded::{guarded, panic_message};
 use in_flight::InFlightCalls;
 pub use messages::{
@@ -76,38 +78,6 @@ pub struct PluginActor {
     /// Registered once the instance says its name (the actor starts with its file's name).
     call_metrics: Option<Rc<CallMetrics>>,
     terminated: bool,
-}
-
-/// The call metrics of one plugin, registered once: a lookup by labels on every call cost the
-/// plugin's thread more than the counting.
-struct CallMetrics {
-    plugin: String,
-    ok: metrics::Counter,
-    timeout: metrics::Counter,
-    error: metrics::Counter,
-    duration: metrics::Histogram,
-}
-
-impl CallMetrics {
-    fn new(plugin: &str) -> Self {
-        let calls = |outcome: &'static str| metrics::counter!("warden_plugin_calls_total", "plugin" => plugin.to_owned(), "outcome" => outcome);
-        CallMetrics {
-            plugin: plugin.to_owned(),
-            ok: calls("ok"),
-            timeout: calls("timeout"),
-            error: calls("error"),
-            duration: metrics::histogram!("warden_plugin_call_duration_seconds", "plugin" => plugin.to_owned()),
-        }
-    }
-
-    fn record<T>(&self, result: &Result<T>, elapsed: Duration) {
-        match result {
-            Ok(_) => self.ok.increment(1),
-            Err(Error::Timeout { .. }) => self.timeout.increment(1),
-            Err(_) => self.error.increment(1),
-        }
-        self.duration.record(elapsed.as_secs_f64());
-    }
 }
 
 impl PluginActor {

@@ -6,12 +6,12 @@
 //! swaps them at once), its body read within `WARDEN_HTTP_MAX_BODY_BYTES`, and its handler called
 //! in the plugin's actor through the same call path as `execute` (`CallTarget::Route`).
 
+mod body_budget;
 mod request;
 mod response;
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use actix_web::http::header::{self, HeaderValue};
@@ -24,6 +24,7 @@ use warden_actors::Error as ActorError;
 use warden_runtime::routes::RouteMatch;
 use warden_runtime::Error as PluginError;
 
+pub use body_budget::BodyBudget;
 pub use response::error_response;
 
 /// The request header that carries a request's id, and the response header that returns it.
@@ -42,74 +43,6 @@ pub struct PublicSettings {
     pub max_body_bytes: usize,
     /// The most request-body bytes one plugin's calls may hold at once (see [`BodyBudget`]).
     pub body_budget_bytes: usize,
-}
-
-/// Request bodies live in the plugin's heap while its handler runs (as a string or a
-/// `Uint8Array`, beside the JSON text that carried them), so many concurrent uploads could
-/// exhaust the heap and restart the plugin from outside. Each plugin's calls hold at most
-/// `body_budget_bytes` of bodies (charged three times their size); a request over that waits for
-/// nothing and is answered 503 with `Retry-After`. A body alone is always let in.
-#[derive(Default)]
-pub struct BodyBudget {
-    held: Mutex<HashMap<String, usize>>,
-}
-
-/// A plugin's share of the budget, given back when the request is answered.
-struct BodyReservation<'a> {
-    budget: &'a BodyBudget,
-    plugin: &'a str,
-    bytes: usize,
-}
-
-impl BodyBudget {
-    fn reserve<'a>(
-        &'a self,
-        plugin: &'a str,
-        body_bytes: usize,
-        limit: usize,
-    ) -> Option<BodyReservation<'a>> {
-        let bytes = body_bytes.saturating_mul(3);
-        if bytes == 0 {
-            return Some(BodyReservation {
-                budget: self,
-                plugin,
-                bytes,
-            });
-        }
-        let mut held = self
-            .held
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let plugin_held = held.entry(plugin.to_owned()).or_default();
-        if *plugin_held > 0 && plugin_held.saturating_add(bytes) > limit {
-            return None;
-        }
-        *plugin_held = plugin_held.saturating_add(bytes);
-        Some(BodyReservation {
-            budget: self,
-            plugin,
-            bytes,
-        })
-    }
-}
-
-impl Drop for BodyReservation<'_> {
-    fn drop(&mut self) {
-        if self.bytes == 0 {
-            return;
-        }
-        let mut held = self
-            .budget
-            .held
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(plugin_held) = held.get_mut(self.plugin) {
-            *plugin_held = plugin_held.saturating_sub(self.bytes);
-            if *plugin_held == 0 {
-                held.remove(self.plugin);
-            }
-        }
-    }
 }
 
 /// Every request of the public listener goes here.
