@@ -370,6 +370,10 @@ up_garage() {
         if pid_alive "$GARAGE_PID"; then
             log "garage: pid $(cat "$GARAGE_PID") is starting; waiting"
         else
+            # Another checkout's Garage holds the ports; its keys live in that checkout's state.
+            if port_open 127.0.0.1 "$GARAGE_S3_PORT"; then
+                die "garage: 127.0.0.1:$GARAGE_S3_PORT answers, but not with this checkout's state ($GARAGE_DIR); stop the other stack (just infra-down in its checkout) first"
+            fi
             log "garage: starting server (S3 127.0.0.1:$GARAGE_S3_PORT, log $GARAGE_LOG)"
             printf '\n=== %s infra/up.sh starts garage\n' "$(date -Is)" >>"$GARAGE_LOG"
             RUST_LOG="${RUST_LOG:-garage=info}" setsid nohup garage -c "$GARAGE_CONF" server \
