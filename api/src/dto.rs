@@ -117,6 +117,8 @@ pub struct PluginInfoDto {
     pub database_role: Option<String>,
     /// Its HTTP routes on the public listener, in the plugin's order.
     pub routes: Vec<RouteDto>,
+    /// Hex SHA-256 of the entry file as loaded; null for native plugins.
+    pub sha256: Option<String>,
 }
 
 /// One route of a plugin, as declared (`{"method": "GET", "path": "/orders/:id"}`).
@@ -147,6 +149,7 @@ impl From<PluginInfo> for PluginInfoDto {
             overrides: info.overrides.clone().map(Overrides::from),
             exports: info.description.exports.clone(),
             database_role: info.database_role.clone(),
+            sha256: info.sha256.clone(),
             routes: info
                 .description
                 .routes

@@ -133,6 +133,11 @@ pub trait PluginFactory: Send + Sync {
     fn create(&self) -> Result<Box<dyn Plugin>>;
     /// `js` or `native`, as the admin API reports it.
     fn kind(&self) -> &'static str;
+    /// Lowercase hex SHA-256 of the entry file as it was read (`PluginInfo.sha256`); `None`
+    /// for plugins that have no file.
+    fn source_sha256(&self) -> Option<String> {
+        None
+    }
 }
 
 /// The event bus capability: `context.eventBus`.

@@ -61,6 +61,8 @@ pub struct PluginInfo {
     pub overrides: Option<ResourceOverrides>,
     /// The PostgreSQL role its statements run as (none with roles off or no database).
     pub database_role: Option<String>,
+    /// Lowercase hex SHA-256 of its entry file as loaded (none for native plugins).
+    pub sha256: Option<String>,
 }
 
 /// What a directory scan did.

@@ -67,6 +67,7 @@ impl Registry {
         Ok(PluginInfo {
             description: plugin.description.clone(),
             kind: plugin.factory.kind(),
+            sha256: plugin.factory.source_sha256(),
             source: plugin.source.clone(),
             state: plugin.state,
             dependents: self.graph.direct_dependents(name),

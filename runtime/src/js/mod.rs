@@ -33,6 +33,8 @@ pub struct JsModule {
     pub entry: String,
     /// The entry module's JavaScript (types already stripped).
     pub code: String,
+    /// Lowercase hex SHA-256 of the entry file's bytes as read.
+    pub sha256: String,
 }
 
 impl JsModule {
@@ -79,8 +81,14 @@ impl JsModule {
                 ))
             })?;
         let text = std::fs::read_to_string(&resolved).map_err(|error| unreadable(path, error))?;
+        let sha256 = sha256_hex(text.as_bytes());
         let code = to_javascript(&entry, text)?;
-        Ok(JsModule { root, entry, code })
+        Ok(JsModule {
+            root,
+            entry,
+            code,
+            sha256,
+        })
     }
 }
 
@@ -107,4 +115,20 @@ impl PluginFactory for JsPluginFactory {
     fn kind(&self) -> &'static str {
         "js"
     }
+
+    fn source_sha256(&self) -> Option<String> {
+        Some(self.module.sha256.clone())
+    }
+}
+
+/// Lowercase hex SHA-256 of `bytes`.
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .fold(String::with_capacity(64), |mut hex, byte| {
+            use std::fmt::Write as _;
+            let _ = write!(hex, "{byte:02x}");
+            hex
+        })
 }

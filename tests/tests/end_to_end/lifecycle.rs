@@ -58,6 +58,15 @@ export default {
 };
 "#;
 
+/// Lowercase hex SHA-256, as `PluginInfo.sha256` reports an entry file.
+fn sha256_hex(text: &str) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
 #[actix_rt::test]
 async fn loading_a_js_plugin_answers_its_plugin_info() {
     let warden = WardenProcess::start(
@@ -86,7 +95,8 @@ async fn loading_a_js_plugin_answers_its_plugin_info() {
         "overrides": null,
         "exports": ["findOrder"],
         "databaseRole": null,
-        "routes": []
+        "routes": [],
+        "sha256": sha256_hex(ORDERS)
     });
     assert_eq!(orders, expected);
     assert_eq!(api.get("/plugins/orders").await, (200, expected));
@@ -576,4 +586,20 @@ async fn sigterm_unloads_in_reverse_dependency_order_and_exits_zero() {
     let status = warden.terminate();
     assert_eq!(status.code(), Some(0), "warden exits 0 after SIGTERM");
     assert_log_order(&warden, &["CLEANUP:mid", "CLEANUP:alpha", "CLEANUP:zeta"]);
+}
+
+#[actix_rt::test]
+async fn plugin_info_carries_the_sha256_of_the_entry_file_as_loaded() {
+    let first = r#"export default { metadata: { name: "hashed", version: "1.0.0" } };"#;
+    let second = r#"export default { metadata: { name: "hashed", version: "1.0.1" } }; // changed"#;
+    let warden = WardenProcess::start(&[("hashed.js", first)], &[], &[]);
+    let api = warden.admin();
+    assert_eq!(api.plugin("hashed").await["sha256"], sha256_hex(first));
+    warden.write_plugin("hashed.js", second);
+    assert_eq!(api.post("/plugins/hashed/reload", None).await.0, 200);
+    assert_eq!(
+        api.plugin("hashed").await["sha256"],
+        sha256_hex(second),
+        "a reload reports the file it loaded"
+    );
 }
