@@ -621,6 +621,20 @@ async fn a_route_index_the_plugin_does_not_have_is_refused() {
     .await;
 }
 
+/// The error loading a module whose plugin object has `body` gives (it must not load).
+fn load_refusal(body: &str) -> Error {
+    let directory = tempfile::tempdir().unwrap();
+    let module = module(directory.path(), body);
+    JsPlugin::load(
+        module.root,
+        &module.entry,
+        module.code,
+        PluginLimits::default(),
+    )
+    .err()
+    .unwrap_or_else(|| panic!("{body} loaded"))
+}
+
 #[test]
 fn a_module_with_malformed_routes_does_not_load() {
     for (routes, expected) in [
@@ -643,16 +657,7 @@ fn a_module_with_malformed_routes_does_not_load() {
             "'initialize' is not a function",
         ),
     ] {
-        let directory = tempfile::tempdir().unwrap();
-        let module = module(directory.path(), routes);
-        let error = JsPlugin::load(
-            module.root,
-            &module.entry,
-            module.code,
-            PluginLimits::default(),
-        )
-        .err()
-        .unwrap_or_else(|| panic!("{routes} loaded"));
+        let error = load_refusal(routes);
         assert!(
             matches!(error, Error::InvalidPluginFormat { .. }),
             "{routes}: {error:?}"
@@ -940,16 +945,7 @@ fn a_routes_map_that_throws_when_read_is_an_invalid_plugin() {
         "routes: new Proxy({}, { ownKeys() { throw new Error('ownKeys trap'); } }),",
         "routes: { get 'GET /x'() { throw new Error('handler getter'); } },",
     ] {
-        let directory = tempfile::tempdir().unwrap();
-        let module = module(directory.path(), routes);
-        let error = JsPlugin::load(
-            module.root,
-            &module.entry,
-            module.code,
-            PluginLimits::default(),
-        )
-        .err()
-        .unwrap_or_else(|| panic!("{routes} loaded"));
+        let error = load_refusal(routes);
         assert!(
             matches!(error, Error::InvalidPluginFormat { .. }),
             "{routes}: a module whose routes cannot be read is refused as invalid, not as a crash: {error:?}"
