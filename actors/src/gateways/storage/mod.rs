@@ -440,6 +440,12 @@ impl Handler<EnsureBuckets> for StorageGateway {
 
     fn handle(&mut self, _: EnsureBuckets, _: &mut Self::Context) -> Self::Result {
         let accesses = self.bucket_accesses();
+        if accesses.is_empty() {
+            // A plugin without buckets never signs a request: it needs no key, and neither S3
+            // nor its admin API is asked for anything (so an outage of either does not stop
+            // plugins that do not use S3 from loading).
+            return AtomicResponse::new(Box::pin(actix::fut::ready(Ok(()))));
+        }
         let backend = self.backend.clone();
         let plugin = self.plugin.clone();
         let creating = async move {

@@ -4,6 +4,7 @@
 //! `garage_keys`' tests share their helpers.
 
 use super::*;
+use crate::gateways::GarageAdminConfig;
 use actix::Addr;
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -704,6 +705,26 @@ async fn check_reports_whether_the_server_answers() {
     .expect("valid config");
     assert!(!backend.check().await);
     drop(silent);
+}
+
+#[actix_rt::test]
+async fn a_plugin_without_buckets_needs_neither_s3_nor_its_admin_api() {
+    // Nothing listens on port 1: any request to S3 or to Garage's admin API would fail.
+    let keys = GarageKeys::new(GarageAdminConfig {
+        url: "http://127.0.0.1:1".into(),
+        token: "t".into(),
+    })
+    .expect("valid settings");
+    let gateway = StorageGateway::new(
+        "nobuckets".into(),
+        ResourceGrants::default(),
+        unreachable_backend().with_plugin_keys(keys),
+    )
+    .start();
+    assert!(
+        matches!(gateway.send(EnsureBuckets).await, Ok(Ok(()))),
+        "a plugin that declares no bucket loads whatever S3 does"
+    );
 }
 
 #[test]
