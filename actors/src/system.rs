@@ -42,19 +42,31 @@ impl RoutedPlugin {
     /// Calls route `index` with `request` (the plugin API's request object), as a call in the
     /// plugin's actor like `execute`: same heap, time limit and supervision.
     pub async fn call(&self, index: usize, request: Value) -> Result<Value> {
-        let result = self
-            .address
-            .send(CallPlugin {
-                target: CallTarget::Route(index),
-                arguments: vec![request],
-            })
-            .await
-            .map_err(|_| warden_runtime::Error::Unavailable {
-                plugin: self.name.clone(),
-                state: "stopped".into(),
-            })?;
-        Ok(result?)
+        call_plugin(
+            &self.address,
+            &self.name,
+            CallTarget::Route(index),
+            vec![request],
+        )
+        .await
     }
+}
+
+/// One call into a plugin's actor; an actor that has stopped answers `Unavailable` ("stopped").
+async fn call_plugin(
+    address: &Addr<PluginActor>,
+    plugin: &str,
+    target: CallTarget,
+    arguments: Vec<Value>,
+) -> Result<Value> {
+    let result = address
+        .send(CallPlugin { target, arguments })
+        .await
+        .map_err(|_| warden_runtime::Error::Unavailable {
+            plugin: plugin.to_string(),
+            state: "stopped".into(),
+        })?;
+    Ok(result?)
 }
 
 /// The running actor system.
@@ -77,11 +89,7 @@ impl Warden {
         let backends = config.backends.clone();
         let max_message_bytes = config.limits.max_message_bytes;
         let call_timeout = Duration::from_millis(config.limits.call_timeout_ms);
-        let broker = EventBroker::new(
-            config.event_queue_capacity,
-            Duration::from_millis(config.limits.call_timeout_ms),
-        )
-        .start();
+        let broker = EventBroker::new(config.event_queue_capacity, call_timeout).start();
         let directory = PluginDirectory::default();
         let manager = PluginManager::new(config, broker.clone(), directory.clone()).start();
         Warden {
@@ -233,18 +241,7 @@ impl Warden {
                 plugin: name.to_string(),
             }));
         }
-        let result = entry
-            .address
-            .send(CallPlugin {
-                target: CallTarget::Execute,
-                arguments: vec![input],
-            })
-            .await
-            .map_err(|_| warden_runtime::Error::Unavailable {
-                plugin: name.to_string(),
-                state: "stopped".into(),
-            })?;
-        Ok(result?)
+        call_plugin(&entry.address, name, CallTarget::Execute, vec![input]).await
     }
 
     /// The routes of a loaded plugin and the door to call them, for the public listener; `None`

@@ -332,13 +332,8 @@ fn check_node_id(node_id: &str) -> anyhow::Result<()> {
 }
 
 fn default_node_id(host: &str, plugins_dir: &std::path::Path) -> String {
-    use sha2::Digest as _;
-    let digest = sha2::Sha256::digest(plugins_dir.as_os_str().as_encoded_bytes());
-    let short: String = digest[..4]
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect();
-    format!("{host}-{short}")
+    let digest = warden_runtime::sha256_hex(plugins_dir.as_os_str().as_encoded_bytes());
+    format!("{host}-{}", &digest[..8])
 }
 
 /// The machine's host name, kept to node-id characters (`localhost` when it cannot be read).

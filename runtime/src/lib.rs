@@ -28,6 +28,7 @@ pub mod routes;
 pub mod sql_guard;
 
 pub use error::{Error, Result};
+pub use js::sha256_hex;
 pub use plugin::{
     CallTarget, Database, Dependencies, DependencyInfo, Event, Events, HostLimit, Kafka,
     KafkaOutgoing, KafkaRecord, Plugin, PluginContext, PluginDescription, PluginFactory,

@@ -187,14 +187,13 @@ async fn call(
         // `PluginUnloaded` is how a terminated version refuses a call. A call that had started
         // is not cut off by a reload: the old version drains its calls (each within its time
         // limit, past which it answers `Timeout`) before it is disposed.
-        let refused_by_a_reload = matches!(
-            &outcome,
-            Err(ActorError::Plugin(PluginError::Unavailable { state, .. }))
-                if state == "stopping" || state == "stopped"
-        ) || matches!(
-            &outcome,
-            Err(ActorError::Plugin(PluginError::PluginUnloaded { .. }))
-        );
+        let refused_by_a_reload = match &outcome {
+            Err(ActorError::Plugin(PluginError::Unavailable { state, .. })) => {
+                state == "stopping" || state == "stopped"
+            }
+            Err(ActorError::Plugin(PluginError::PluginUnloaded { .. })) => true,
+            _ => false,
+        };
         if !refused_by_a_reload || Instant::now() >= deadline {
             return outcome;
         }

@@ -141,32 +141,28 @@ impl HostShared {
         );
     }
 
-    /// Refuses (and reports) a dependency call that asks for a host-only lifecycle function.
+    /// Refuses (and reports) a dependency call that asks for a host-only lifecycle function or
+    /// a route.
     pub(crate) fn check_dependency_target(
         &self,
         dependency: &str,
         target: &CallTarget,
     ) -> Result<()> {
-        match target {
-            CallTarget::Method(method) if HOST_ONLY_FUNCTIONS.contains(&method.as_str()) => {
-                let error = Error::MethodNotAllowed {
-                    plugin: dependency.to_string(),
-                    method: method.clone(),
-                };
-                self.limit_refused(HostLimit::HostOnlyFunction, 1, &error.to_string());
-                Err(error)
-            }
+        let refused = match target {
+            CallTarget::Method(method) => HOST_ONLY_FUNCTIONS.contains(&method.as_str()),
             // Route handlers answer the public listener only, never a dependent.
-            CallTarget::Route(index) => {
-                let error = Error::MethodNotAllowed {
-                    plugin: dependency.to_string(),
-                    method: format!("route #{index}"),
-                };
-                self.limit_refused(HostLimit::HostOnlyFunction, 1, &error.to_string());
-                Err(error)
-            }
-            _ => Ok(()),
+            CallTarget::Route(_) => true,
+            CallTarget::Execute => false,
+        };
+        if !refused {
+            return Ok(());
         }
+        let error = Error::MethodNotAllowed {
+            plugin: dependency.to_string(),
+            method: target.to_string(),
+        };
+        self.limit_refused(HostLimit::HostOnlyFunction, 1, &error.to_string());
+        Err(error)
     }
 }
 

@@ -121,8 +121,8 @@ impl PluginFactory for JsPluginFactory {
     }
 }
 
-/// Lowercase hex SHA-256 of `bytes`.
-fn sha256_hex(bytes: &[u8]) -> String {
+/// Lowercase hex SHA-256 of `bytes`, as `PluginInfo.sha256` and node ids write digests.
+pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest as _;
     sha2::Sha256::digest(bytes)
         .iter()

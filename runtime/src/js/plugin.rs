@@ -292,10 +292,10 @@ impl Inner {
             CallTarget::Route(index) if *index < self.description.routes.specs().len() => {
                 return Ok(())
             }
-            CallTarget::Route(index) => {
+            CallTarget::Route(_) => {
                 return Err(Error::MethodNotFound {
                     plugin: self.plugin(),
-                    method: format!("route #{index}"),
+                    method: target.to_string(),
                 })
             }
             _ => {}

@@ -61,7 +61,7 @@ export default function bootstrap(host) {
 
   function throwHostError(errorText) {
     if (errorText !== undefined && errorText !== null) {
-      const error = JSON.parse(errorText);
+      const error = builtins.parse(errorText);
       throw makeError(error.name, error.message);
     }
   }
@@ -79,7 +79,7 @@ export default function bootstrap(host) {
 
   // console: arguments joined as Node prints them (strings as they are, the rest inspected).
   function inspect(value, depth) {
-    if (typeof value === "string") return depth === 0 ? value : JSON.stringify(value);
+    if (typeof value === "string") return depth === 0 ? value : builtins.stringify(value);
     if (value === undefined) return "undefined";
     if (value === null) return "null";
     if (typeof value === "function") return "[Function: " + (value.name || "(anonymous)") + "]";
@@ -98,7 +98,7 @@ export default function bootstrap(host) {
     if (value instanceof Uint8Array) return "Uint8Array(" + value.length + ") [ " + Array.from(value.slice(0, 50)).join(", ") + (value.length > 50 ? ", ..." : "") + " ]";
     const keys = Object.keys(value);
     if (keys.length === 0) return "{}";
-    const body = keys.map((key) => (/^[A-Za-z_$][\w$]*$/.test(key) ? key : JSON.stringify(key)) + ": " + inspect(value[key], depth + 1));
+    const body = keys.map((key) => (/^[A-Za-z_$][\w$]*$/.test(key) ? key : builtins.stringify(key)) + ": " + inspect(value[key], depth + 1));
     return "{ " + body.join(", ") + " }";
   }
 
@@ -116,7 +116,7 @@ export default function bootstrap(host) {
           case "%s": return typeof argument === "string" ? argument : inspect(argument, 1);
           case "%d": case "%i": return String(token === "%i" ? parseInt(argument, 10) : Number(argument));
           case "%f": return String(parseFloat(argument));
-          case "%j": try { return JSON.stringify(argument); } catch (error) { return "[Circular]"; }
+          case "%j": try { return builtins.stringify(argument); } catch (error) { return "[Circular]"; }
           default: return inspect(argument, 1);
         }
       });
@@ -184,7 +184,7 @@ export default function bootstrap(host) {
       ensureAlive();
       let text;
       try {
-        text = JSON.stringify(data === undefined ? null : data);
+        text = builtins.stringify(data === undefined ? null : data);
       } catch (error) {
         throw new TypeError("event data must be JSON-serializable: " + error.message);
       }
@@ -209,7 +209,7 @@ export default function bootstrap(host) {
       const refused = start(id);
       if (refused !== undefined && refused !== null) {
         state.ops.delete(id);
-        const error = JSON.parse(refused);
+        const error = builtins.parse(refused);
         reject(makeError(error.name, error.message));
       }
     });
@@ -217,7 +217,7 @@ export default function bootstrap(host) {
 
   function serialize(value) {
     try {
-      return { text: JSON.stringify(value) };
+      return { text: builtins.stringify(value) };
     } catch (error) {
       return { error: new TypeError("arguments must be JSON-serializable: " + error.message) };
     }
@@ -250,7 +250,7 @@ export default function bootstrap(host) {
 
   function dependencyHandle(name) {
     ensureAlive();
-    const description = JSON.parse(host.describeDependency(String(name)));
+    const description = builtins.parse(host.describeDependency(String(name)));
     if (description.error) throw makeError(description.error.name, description.error.message);
     const call = (method, args) => callDependency(description.metadata.name, method, args);
     const handle = {
@@ -308,7 +308,7 @@ export default function bootstrap(host) {
   }
   function allowed(kind) {
     ensureAlive();
-    return JSON.parse(host.allowed(kind));
+    return builtins.parse(host.allowed(kind));
   }
 
   function buildDatabase() {
@@ -375,7 +375,7 @@ export default function bootstrap(host) {
   }
 
   function buildContext() {
-    const capabilities = JSON.parse(host.capabilities());
+    const capabilities = builtins.parse(host.capabilities());
     const context = {
       pluginName: host.pluginName,
       eventBus,
@@ -383,7 +383,7 @@ export default function bootstrap(host) {
       getDependencies: () => {
         ensureAlive();
         const map = new Map();
-        for (const name of JSON.parse(host.declaredDependencies())) map.set(name, dependencyHandle(name));
+        for (const name of builtins.parse(host.declaredDependencies())) map.set(name, dependencyHandle(name));
         return map;
       },
     };
@@ -489,7 +489,7 @@ export default function bootstrap(host) {
     if (wire.bodyKind === "text") body = wire.body;
     else if (wire.bodyKind === "bytes") body = fromBase64(wire.body);
     if (wire.isJson && typeof body === "string") {
-      try { json = JSON.parse(body); } catch (error) { return { invalidJson: "the request body is not JSON: " + error.message }; }
+      try { json = builtins.parse(body); } catch (error) { return { invalidJson: "the request body is not JSON: " + error.message }; }
     }
     return { request: { id: wire.id, method: wire.method, path: wire.path, params: wire.params, query: wire.query, headers: wire.headers, body, json } };
   }
@@ -589,19 +589,19 @@ export default function bootstrap(host) {
         // Only `execute` and the exports: never a lifecycle function or an inherited property.
         const target = name === "execute" || state.exports.has(name) ? state.plugin[name] : undefined;
         if (typeof target !== "function") {
-          host.complete(callId, false, JSON.stringify(name === "execute"
+          host.complete(callId, false, builtins.stringify(name === "execute"
             ? { name: "NotExecutableError", message: "plugin '" + host.pluginName + "' has no execute function" }
             : { name: "MethodNotFoundError", message: "plugin '" + host.pluginName + "' exports no function '" + name + "'" }));
           return;
         }
-        complete(callId, target.apply(state.plugin, JSON.parse(argsJson)));
+        complete(callId, target.apply(state.plugin, builtins.parse(argsJson)));
       } catch (error) {
         host.complete(callId, false, errorJson(error));
       }
     },
     route(callId, index, requestJson) {
       try {
-        const built = buildRequest(JSON.parse(requestJson));
+        const built = buildRequest(builtins.parse(requestJson));
         if (built.invalidJson !== undefined) {
           complete(callId, { kind: "error", status: 400, code: "invalid_json", message: built.invalidJson });
           return;
@@ -610,7 +610,7 @@ export default function bootstrap(host) {
         // A named handler is looked up now, so that it is the plugin's function as it is.
         const handler = typeof entry === "string" && state.exports.has(entry) ? state.plugin[entry] : entry;
         if (typeof handler !== "function") {
-          host.complete(callId, false, JSON.stringify({ name: "MethodNotFoundError", message: "route #" + index + " has no handler" }));
+          host.complete(callId, false, builtins.stringify({ name: "MethodNotFoundError", message: "route #" + index + " has no handler" }));
           return;
         }
         let outcome;
@@ -638,14 +638,14 @@ export default function bootstrap(host) {
         return;
       }
       try {
-        complete(callId, handler(JSON.parse(payloadJson)));
+        complete(callId, handler(builtins.parse(payloadJson)));
       } catch (error) {
         host.complete(callId, false, errorJson(error));
       }
     },
     deliver(batchJson) {
       if (!state.alive) return;
-      const batch = JSON.parse(batchJson);
+      const batch = builtins.parse(batchJson);
       for (const [event, source, data] of batch) {
         const listeners = state.listeners.slice();
         for (const entry of listeners) {
@@ -681,9 +681,9 @@ export default function bootstrap(host) {
       if (operation === undefined) return;
       state.ops.delete(id);
       if (ok) {
-        operation.resolve(JSON.parse(payload));
+        operation.resolve(builtins.parse(payload));
       } else {
-        const error = JSON.parse(payload);
+        const error = builtins.parse(payload);
         operation.reject(makeError(error.name, error.message));
       }
     },

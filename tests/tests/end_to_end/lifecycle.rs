@@ -58,15 +58,6 @@ export default {
 };
 "#;
 
-/// Lowercase hex SHA-256, as `PluginInfo.sha256` reports an entry file.
-fn sha256_hex(text: &str) -> String {
-    use sha2::Digest as _;
-    sha2::Sha256::digest(text.as_bytes())
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
-}
-
 #[actix_rt::test]
 async fn loading_a_js_plugin_answers_its_plugin_info() {
     let warden = WardenProcess::start(
@@ -96,7 +87,7 @@ async fn loading_a_js_plugin_answers_its_plugin_info() {
         "exports": ["findOrder"],
         "databaseRole": null,
         "routes": [],
-        "sha256": sha256_hex(ORDERS)
+        "sha256": warden_runtime::sha256_hex(ORDERS.as_bytes())
     });
     assert_eq!(orders, expected);
     assert_eq!(api.get("/plugins/orders").await, (200, expected));
@@ -594,12 +585,15 @@ async fn plugin_info_carries_the_sha256_of_the_entry_file_as_loaded() {
     let second = r#"export default { metadata: { name: "hashed", version: "1.0.1" } }; // changed"#;
     let warden = WardenProcess::start(&[("hashed.js", first)], &[], &[]);
     let api = warden.admin();
-    assert_eq!(api.plugin("hashed").await["sha256"], sha256_hex(first));
+    assert_eq!(
+        api.plugin("hashed").await["sha256"],
+        warden_runtime::sha256_hex(first.as_bytes())
+    );
     warden.write_plugin("hashed.js", second);
     assert_eq!(api.post("/plugins/hashed/reload", None).await.0, 200);
     assert_eq!(
         api.plugin("hashed").await["sha256"],
-        sha256_hex(second),
+        warden_runtime::sha256_hex(second.as_bytes()),
         "a reload reports the file it loaded"
     );
 }
