@@ -5,8 +5,14 @@
 //   GET    /api/todos/todos/:id    one todo, or 404 todo_not_found
 //   POST   /api/todos/todos        {"title": "…"} → 201 with the new todo
 //   DELETE /api/todos/todos/:id    204, or 404 todo_not_found
+//   POST   /api/todos/todos/done   {"ids": [1, 2]} → marks them all done in one transaction,
+//                                  or none of them (404 todo_not_found) if one is missing
 //
-// Without a configured database every route answers 503 database_unavailable.
+// Its schema is its `migrations`: Warden applies the pending ones, in order and in one
+// transaction, before `initialize`, and records them (GET /plugins/todos/migrations). An
+// applied migration is never edited; a change of schema is a new migration at the end.
+//
+// Migrations need a database: without WARDEN_DATABASE_URL this plugin is refused at load.
 
 // An error the public listener answers with its status and code (never a stack trace).
 function httpError(status, code, message) {
@@ -40,15 +46,17 @@ export default {
     "GET /todos/:id": "getTodo",
     "POST /todos": "createTodo",
     "DELETE /todos/:id": "deleteTodo",
+    "POST /todos/done": "completeTodos",
   },
 
-  async initialize(context) {
+  migrations: [
+    // IF NOT EXISTS: the table of the version before migrations is taken over as it is.
+    { id: "001_todos", sql: "CREATE TABLE IF NOT EXISTS todos (id bigserial PRIMARY KEY, title text NOT NULL, done boolean NOT NULL DEFAULT false, created_at timestamptz NOT NULL DEFAULT now())" },
+    { id: "002_todos_by_done", sql: "CREATE INDEX todos_by_done ON todos (done, id)" },
+  ],
+
+  initialize(context) {
     this.context = context;
-    if (context.database) {
-      await context.database.executeCommand(
-        "CREATE TABLE IF NOT EXISTS todos (id bigserial PRIMARY KEY, title text NOT NULL, done boolean NOT NULL DEFAULT false, created_at timestamptz NOT NULL DEFAULT now())",
-      );
-    }
   },
 
   async listTodos(request) {
@@ -73,6 +81,25 @@ export default {
       [title.trim()],
     );
     return { status: 201, json: todo };
+  },
+
+  async completeTodos(request) {
+    const ids = request.json && request.json.ids;
+    if (!Array.isArray(ids) || ids.length === 0 || ids.length > 100 || !ids.every((id) => Number.isSafeInteger(id) && id > 0)) {
+      throw httpError(400, "invalid_ids", "send {\"ids\": [1, 2, …]} with 1 to 100 positive integer ids");
+    }
+    // All or nothing: a missing id throws inside the callback, which rolls back the updates
+    // made before it.
+    const todos = await database(this).transaction(async (tx) => {
+      const updated = [];
+      for (const id of ids) {
+        const [todo] = await tx.executeQuery("UPDATE todos SET done = true WHERE id = $1 RETURNING id, title, done, created_at", [id]);
+        if (!todo) throw httpError(404, "todo_not_found", "no todo has id " + id + "; none was marked done");
+        updated.push(todo);
+      }
+      return updated;
+    });
+    return { json: { todos } };
   },
 
   async deleteTodo(request) {

@@ -40,8 +40,21 @@ export interface Plugin {
   execute?(input?: any): unknown;
   /** HTTP routes served on the public listener under `/api/<plugin name>`. */
   routes?: Routes;
+  /** The plugin's schema, in order. Warden applies the ones not yet recorded, all in one
+   *  transaction, before `initialize`; an applied migration must never change (the load is
+   *  refused with migration_changed): add a new one instead. Needs a configured database. */
+  migrations?: readonly Migration[];
   /** Any other function is an export that dependents can call through their handle. */
   [method: string]: unknown;
+}
+
+/** One step of a plugin's schema. */
+export interface Migration {
+  /** 1–128 characters of A-Z a-z 0-9 _ . -, unique in the list; recorded once applied. */
+  id: string;
+  /** One or more statements separated by `;`, each checked like `executeCommand`, naming the
+   *  plugin's own tables. */
+  sql: string;
 }
 
 /** The methods a route may name; `*` is any method. A `HEAD` request is answered by `GET`. */
@@ -149,8 +162,33 @@ export interface DatabaseCapability {
   executeQuery<Row extends object = Record<string, any>>(sql: string, params?: readonly unknown[]): Promise<Row[]>;
   /** Runs a command; resolves to the number of rows affected. */
   executeCommand(sql: string, params?: readonly unknown[]): Promise<number>;
+  /** Runs `callback` with a transaction on one connection: it commits when the callback's
+   *  promise resolves (to what it resolved to) and rolls back when it rejects (with the same
+   *  rejection), when the plugin's call time limit passes since it began, and when the plugin
+   *  is unloaded, reloaded or restarted. A failed commit (SQLSTATE 40001 under "serializable")
+   *  rejects with DatabaseError. Statements on `context.database` inside the callback run
+   *  outside the transaction. */
+  transaction<T>(callback: (tx: Transaction) => T | Promise<T>, options?: TransactionOptions): Promise<T>;
   /** The tables this plugin may use, unprefixed, without levels. */
   getAllowedTables(): string[];
+}
+
+/** The statements of one transaction; after it ended they reject with TransactionClosedError. */
+export interface Transaction {
+  executeQuery<Row extends object = Record<string, any>>(sql: string, params?: readonly unknown[]): Promise<Row[]>;
+  executeCommand(sql: string, params?: readonly unknown[]): Promise<number>;
+}
+
+/** How a transaction runs; defaults "read committed" and false. */
+export interface TransactionOptions {
+  isolation?: "read committed" | "repeatable read" | "serializable";
+  readOnly?: boolean;
+}
+
+/** A DatabaseError carries PostgreSQL's SQLSTATE in `code` (its message contains it too). */
+export interface DatabaseError extends Error {
+  name: "DatabaseError";
+  code: string;
 }
 
 /** A message to send; key, value and headers are strings. */
@@ -250,7 +288,8 @@ export type WardenErrorName =
   | "TimerLimitError"
   | "EventBacklogFullError"
   | "MethodNotAllowedError"
-  | "MethodNotFoundError";
+  | "MethodNotFoundError"
+  | "TransactionClosedError";
 
 // The globals a plugin has. Declared as merging declarations, so they coexist with "dom" or @types/node.
 declare global {

@@ -11,9 +11,10 @@ use futures::FutureExt as _;
 use serde_json::Value;
 use warden_runtime::events::{validate_event_name, EventPattern};
 use warden_runtime::manifest::DependencySpec;
+use warden_runtime::transactions::TransactionOptions;
 use warden_runtime::{
     CallTarget, Database, Dependencies, DependencyInfo, Error, Event, Events, HostLimit, Kafka,
-    KafkaOutgoing, PluginFuture, Result, Storage, Supervision,
+    KafkaOutgoing, PluginFuture, Result, SqlStatement, Storage, Supervision,
 };
 
 use crate::broker::{
@@ -21,7 +22,9 @@ use crate::broker::{
     Unsubscribe,
 };
 use crate::directory::PluginDirectory;
-use crate::gateways::database::{DatabaseGateway, ExecuteSql, Expect, SqlOutcome};
+use crate::gateways::database::{
+    BeginTransaction, DatabaseGateway, EndTransaction, ExecuteSql, Expect, SqlOutcome,
+};
 use crate::gateways::kafka::{
     ConsumeKafkaMessage, CreateConsumer, DisconnectConsumer, ExecuteKsql, KafkaGateway,
     SendKafkaMessages, SubscribeConsumer,
@@ -270,28 +273,34 @@ pub(crate) struct GatewayDatabase {
 }
 
 impl GatewayDatabase {
-    fn execute(
-        &self,
-        sql: &str,
-        parameters: Vec<Value>,
-        expect: Expect,
-    ) -> PluginFuture<SqlOutcome> {
+    fn request<M>(&self, message: M) -> PluginFuture<M::Result>
+    where
+        M: actix::Message + Send + 'static,
+        M::Result: Send,
+        DatabaseGateway: actix::Handler<M>,
+    {
+        let request = self.gateway.send(message);
+        let plugin = self.liveness.plugin.clone();
+        Box::pin(async move { request.await.map_err(|_| gateway_gone(&plugin)) })
+    }
+
+    fn execute(&self, statement: SqlStatement, expect: Expect) -> PluginFuture<SqlOutcome> {
         if let Err(error) = self.liveness.check() {
             return refused(error);
         }
-        let request = self.gateway.send(ExecuteSql {
-            sql: sql.to_string(),
-            parameters,
+        let request = self.request(ExecuteSql {
+            sql: statement.sql,
+            parameters: statement.parameters,
             expect,
+            transaction: statement.transaction,
         });
-        let plugin = self.liveness.plugin.clone();
-        Box::pin(async move { request.await.map_err(|_| gateway_gone(&plugin))? })
+        Box::pin(async move { request.await? })
     }
 }
 
 impl Database for GatewayDatabase {
-    fn execute_query(&self, sql: &str, parameters: Vec<Value>) -> PluginFuture<Vec<Value>> {
-        let outcome = self.execute(sql, parameters, Expect::Rows);
+    fn execute_query(&self, statement: SqlStatement) -> PluginFuture<Vec<Value>> {
+        let outcome = self.execute(statement, Expect::Rows);
         Box::pin(async move {
             match outcome.await? {
                 SqlOutcome::Rows(rows) => Ok(rows),
@@ -300,14 +309,32 @@ impl Database for GatewayDatabase {
         })
     }
 
-    fn execute_command(&self, sql: &str, parameters: Vec<Value>) -> PluginFuture<u64> {
-        let outcome = self.execute(sql, parameters, Expect::Affected);
+    fn execute_command(&self, statement: SqlStatement) -> PluginFuture<u64> {
+        let outcome = self.execute(statement, Expect::Affected);
         Box::pin(async move {
             match outcome.await? {
                 SqlOutcome::Affected(count) => Ok(count),
                 SqlOutcome::Rows(rows) => Ok(rows.len() as u64),
             }
         })
+    }
+
+    fn begin_transaction(&self, options: TransactionOptions) -> PluginFuture<u64> {
+        if let Err(error) = self.liveness.check() {
+            return refused(error);
+        }
+        let request = self.request(BeginTransaction { options });
+        Box::pin(async move { request.await? })
+    }
+
+    fn end_transaction(&self, transaction: u64, commit: bool) -> PluginFuture<()> {
+        // No liveness check: a plugin being unloaded still ends what it began (and if it does
+        // not, the gateway rolls it back).
+        let request = self.request(EndTransaction {
+            transaction,
+            commit,
+        });
+        Box::pin(async move { request.await? })
     }
 
     fn allowed_tables(&self) -> Vec<String> {

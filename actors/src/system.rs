@@ -18,9 +18,10 @@ use crate::capabilities::check_event_size;
 use crate::directory::PluginDirectory;
 use crate::gateways::{Backends, Readiness};
 use crate::manager::{
-    ClearOverrides, GetOverrides, GetPlugin, ListPlugins, LoadPlugin, ManagerConfig, PluginInfo,
-    PluginManager, PluginSource, ReloadChangedFiles, ReloadPlugin, RestoreState, ScanPlugins,
-    ScanReport, SetOverrides, UnloadAll, UnloadPlugin,
+    ClearOverrides, GetOverrides, GetPlugin, ListMigrations, ListPlugins, LoadPlugin,
+    ManagerConfig, MigrationPlan, MigrationStatus, PlanMigrations, PluginInfo, PluginManager,
+    PluginSource, ReloadChangedFiles, ReloadPlugin, RestoreState, ScanPlugins, ScanReport,
+    SetOverrides, UnloadAll, UnloadPlugin,
 };
 use crate::plugin_actor::{CallPlugin, PluginActor};
 use crate::state_store::StoredState;
@@ -207,6 +208,17 @@ impl Warden {
     /// One loaded plugin.
     pub async fn get(&self, name: String) -> Result<PluginInfo> {
         self.manager.send(GetPlugin { name }).await?
+    }
+
+    /// A loaded plugin's migrations and their states.
+    pub async fn migrations(&self, name: String) -> Result<Vec<MigrationStatus>> {
+        self.manager.send(ListMigrations { name }).await?
+    }
+
+    /// What loading the file at `path` would do to its plugin's schema, rehearsed in a
+    /// transaction that is rolled back.
+    pub async fn plan_migrations(&self, path: String) -> Result<MigrationPlan> {
+        self.manager.send(PlanMigrations { path }).await?
     }
 
     /// The overrides stored for a plugin name.

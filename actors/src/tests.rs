@@ -142,6 +142,7 @@ impl PluginFactory for TestFactory {
                 executable: true,
                 has_cleanup: true,
                 routes: Default::default(),
+                migrations: Default::default(),
             },
             pattern: self.pattern.clone(),
             received: self.received.clone(),
@@ -671,6 +672,7 @@ impl PluginFactory for HostileFactory {
                 executable: true,
                 has_cleanup: false,
                 routes: Default::default(),
+                migrations: Default::default(),
             },
             context: Default::default(),
         }))

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-use warden_actors::manager::{PluginInfo, ScanReport};
+use warden_actors::manager::{MigrationStatus, PluginInfo, ScanReport};
 use warden_runtime::resources::{ResourceGrants, ResourceKind, ResourceOverrides};
 
 use crate::error::{ApiError, ErrorDetail};
@@ -251,4 +251,64 @@ pub struct ReadyResponse {
     pub status: &'static str,
     /// `ok`, `down` or `disabled` per backend.
     pub checks: BTreeMap<&'static str, &'static str>,
+}
+
+/// `GET /plugins/{name}/migrations`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MigrationsResponse {
+    pub migrations: Vec<MigrationDto>,
+}
+
+/// One migration of a loaded plugin.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MigrationDto {
+    pub id: String,
+    /// Lowercase hex SHA-256 of its `sql` (as recorded, for an `unknown` one).
+    pub checksum: String,
+    /// `applied`, `pending` or `unknown`.
+    pub state: &'static str,
+    /// When it was applied (RFC 3339); null while pending.
+    #[serde(rename = "appliedAt")]
+    pub applied_at: Option<String>,
+}
+
+impl From<MigrationStatus> for MigrationDto {
+    fn from(status: MigrationStatus) -> Self {
+        MigrationDto {
+            id: status.id,
+            checksum: status.checksum,
+            state: status.state.as_str(),
+            applied_at: status.applied_at,
+        }
+    }
+}
+
+/// `POST /plugins/migrations/plan`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlanRequest {
+    /// The file, relative to the plugins directory.
+    pub path: String,
+}
+
+/// What loading the file would do to its plugin's schema; nothing was changed.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PlanResponse {
+    pub plugin: String,
+    /// Migrations a load would apply, in order.
+    pub pending: Vec<String>,
+    /// Recorded migrations the file no longer lists.
+    pub unknown: Vec<String>,
+    /// Whether the pending migrations would apply.
+    pub ok: bool,
+    /// Why not (`migration_changed` or `migration_failed`), when `ok` is false.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<PlanError>,
+}
+
+/// The refusal a load would meet.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PlanError {
+    pub code: String,
+    pub message: String,
 }

@@ -64,6 +64,8 @@ impl ApiError {
             E::SelfDependency { .. } => (unprocessable, "self_dependency"),
             E::CircularDependency { .. } => (unprocessable, "circular_dependency"),
             E::NotExecutable { .. } => (unprocessable, "not_executable"),
+            E::MigrationChanged { .. } => (unprocessable, "migration_changed"),
+            E::MigrationFailed { .. } => (unprocessable, "migration_failed"),
             E::InvalidEvent { .. } => (StatusCode::BAD_REQUEST, "invalid_request"),
             E::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
             E::MessageTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
@@ -88,7 +90,8 @@ impl ApiError {
             | E::Capability { .. }
             | E::TimerLimit { .. }
             | E::EventBacklogFull { .. }
-            | E::MethodNotAllowed { .. } => (unprocessable, "execution_failed"),
+            | E::MethodNotAllowed { .. }
+            | E::TransactionClosed { .. } => (unprocessable, "execution_failed"),
         };
         let name = match code {
             "execution_failed" => Some(error.js_name().to_string()),

@@ -14,8 +14,9 @@ use utoipa::OpenApi;
 use warden_actors::system::Warden;
 
 use crate::dto::{
-    ExecuteResponse, HealthResponse, LoadRequest, Overrides, OverridesResponse, PluginInfoDto,
-    PluginList, PublishRequest, ReadyResponse, ReloadRequest, ScanResponse,
+    ExecuteResponse, HealthResponse, LoadRequest, MigrationDto, MigrationsResponse, Overrides,
+    OverridesResponse, PlanError, PlanRequest, PlanResponse, PluginInfoDto, PluginList,
+    PublishRequest, ReadyResponse, ReloadRequest, ScanResponse,
 };
 use crate::error::{ApiError, ErrorBody};
 
@@ -36,10 +37,12 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .route("/plugins", web::get().to(list_plugins))
         .route("/plugins", web::post().to(load_plugin))
         .route("/plugins/scan", web::post().to(scan_plugins))
+        .route("/plugins/migrations/plan", web::post().to(plan_migrations))
         .route("/plugins/{name}", web::get().to(get_plugin))
         .route("/plugins/{name}", web::delete().to(unload_plugin))
         .route("/plugins/{name}/reload", web::post().to(reload_plugin))
         .route("/plugins/{name}/execute", web::post().to(execute_plugin))
+        .route("/plugins/{name}/migrations", web::get().to(list_migrations))
         .route("/plugins/{name}/overrides", web::get().to(get_overrides))
         .route("/plugins/{name}/overrides", web::put().to(put_overrides))
         .route(
@@ -189,6 +192,44 @@ async fn execute_plugin(
     Ok(Json(ExecuteResponse { result }))
 }
 
+#[utoipa::path(get, path = "/plugins/{name}/migrations", params(("name" = String, Path)),
+    responses((status = 200, body = MigrationsResponse), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+async fn list_migrations(
+    warden: Data<Warden>,
+    name: Path<String>,
+) -> ApiResult<Json<MigrationsResponse>> {
+    let migrations = warden
+        .migrations(name.into_inner())
+        .await?
+        .into_iter()
+        .map(MigrationDto::from)
+        .collect();
+    Ok(Json(MigrationsResponse { migrations }))
+}
+
+#[utoipa::path(post, path = "/plugins/migrations/plan", request_body = PlanRequest,
+    responses((status = 200, body = PlanResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn plan_migrations(warden: Data<Warden>, body: Bytes) -> ApiResult<Json<PlanResponse>> {
+    let request: PlanRequest = optional_object(&body)?
+        .ok_or_else(|| ApiError::invalid_request("the body must be {\"path\": …}"))?;
+    let plan = warden.plan_migrations(request.path).await?;
+    let error = plan.error.map(|error| {
+        let error = ApiError::from(warden_actors::Error::Plugin(error));
+        PlanError {
+            code: error.code.to_owned(),
+            message: error.message,
+        }
+    });
+    Ok(Json(PlanResponse {
+        plugin: plan.plugin,
+        pending: plan.pending,
+        unknown: plan.unknown,
+        ok: error.is_none(),
+        error,
+    }))
+}
+
 #[utoipa::path(get, path = "/plugins/{name}/overrides", params(("name" = String, Path)),
     responses((status = 200, body = Overrides), (status = 422, body = ErrorBody)), security(("bearer" = [])))]
 async fn get_overrides(warden: Data<Warden>, name: Path<String>) -> ApiResult<Json<Overrides>> {
@@ -308,7 +349,7 @@ impl utoipa::Modify for BearerSecurity {
 #[openapi(
     info(title = "Warden admin API", description = "Load, supervise and call Warden plugins; publish and stream events."),
     paths(health, ready, metrics, openapi, list_plugins, load_plugin, scan_plugins, get_plugin, unload_plugin,
-        reload_plugin, execute_plugin, get_overrides, put_overrides, delete_overrides, publish_event, event_stream),
+        reload_plugin, execute_plugin, list_migrations, plan_migrations, get_overrides, put_overrides, delete_overrides, publish_event, event_stream),
     modifiers(&BearerSecurity)
 )]
 pub struct ApiDoc;

@@ -154,6 +154,31 @@ pub enum Error {
     /// A dependency handle asked for a function dependents may not call (`initialize`, `cleanup`).
     #[error("plugin '{plugin}' does not let dependents call '{method}': a dependency handle reaches only its exported functions and execute")]
     MethodNotAllowed { plugin: String, method: String },
+
+    /// A migration recorded as applied has different SQL now; the load is refused.
+    #[error("migration '{id}' of plugin '{plugin}' was applied with different SQL (recorded checksum {recorded}, now {listed}); never edit an applied migration, add a new one instead")]
+    MigrationChanged {
+        plugin: String,
+        id: String,
+        recorded: Box<str>,
+        listed: Box<str>,
+    },
+
+    /// A pending migration was refused by the SQL guard or failed in PostgreSQL; nothing of its
+    /// batch stays applied. `sqlstate` is PostgreSQL's code (42501, … for the guard's refusals
+    /// the code of the error it maps to, `None` for refusals without one).
+    #[error("migration '{id}' of plugin '{plugin}' failed: {message}{}", sqlstate.as_ref().map(|code| format!(" (SQLSTATE {code})")).unwrap_or_default())]
+    MigrationFailed {
+        plugin: String,
+        id: String,
+        message: String,
+        sqlstate: Option<Box<str>>,
+    },
+
+    /// A transaction handle was used after its transaction ended (committed, rolled back, or
+    /// rolled back by Warden at the time limit or at unload).
+    #[error("the transaction has ended ({reason}); use tx only inside its callback")]
+    TransactionClosed { reason: String },
 }
 
 impl Error {
@@ -201,6 +226,9 @@ impl Error {
             Error::TimerLimit { .. } => "TimerLimitError",
             Error::EventBacklogFull { .. } => "EventBacklogFullError",
             Error::MethodNotAllowed { .. } => "MethodNotAllowedError",
+            Error::MigrationChanged { .. } => "MigrationChangedError",
+            Error::MigrationFailed { .. } => "MigrationFailedError",
+            Error::TransactionClosed { .. } => "TransactionClosedError",
         }
     }
 

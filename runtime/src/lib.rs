@@ -22,15 +22,17 @@ pub mod graph;
 pub mod js;
 pub mod ksql_guard;
 pub mod manifest;
+pub mod migrations;
 pub mod plugin;
 pub mod resources;
 pub mod routes;
 pub mod sql_guard;
+pub mod transactions;
 
 pub use error::{Error, Result};
 pub use js::sha256_hex;
 pub use plugin::{
     CallTarget, Database, Dependencies, DependencyInfo, Event, Events, HostLimit, Kafka,
     KafkaOutgoing, KafkaRecord, Plugin, PluginContext, PluginDescription, PluginFactory,
-    PluginFuture, PluginLimits, Storage, Supervision,
+    PluginFuture, PluginLimits, SqlStatement, Storage, Supervision,
 };

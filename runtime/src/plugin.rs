@@ -13,7 +13,9 @@ use serde_json::Value;
 
 use crate::events::EventPattern;
 use crate::manifest::PluginManifest;
+use crate::migrations::Migration;
 use crate::routes::PluginRoutes;
+use crate::transactions::TransactionOptions;
 use crate::Result;
 
 /// A future returned by a plugin or a capability; it runs on the plugin's own thread.
@@ -83,6 +85,8 @@ pub struct PluginDescription {
     pub has_cleanup: bool,
     /// Its HTTP routes, matched by the public listener; swapped with the plugin on reload.
     pub routes: Arc<PluginRoutes>,
+    /// Its schema migrations in list order (empty without `migrations`).
+    pub migrations: Arc<[Migration]>,
 }
 
 /// The functions a plugin object can have that are not exports callable by dependents.
@@ -178,11 +182,26 @@ pub trait Dependencies {
 /// the gateway checks and rewrites them before PostgreSQL sees them.
 pub trait Database {
     /// Runs a query; resolves to its rows as JSON objects keyed by column name.
-    fn execute_query(&self, sql: &str, parameters: Vec<Value>) -> PluginFuture<Vec<Value>>;
+    fn execute_query(&self, statement: SqlStatement) -> PluginFuture<Vec<Value>>;
     /// Runs a command; resolves to the number of rows affected.
-    fn execute_command(&self, sql: &str, parameters: Vec<Value>) -> PluginFuture<u64>;
+    fn execute_command(&self, statement: SqlStatement) -> PluginFuture<u64>;
+    /// Opens a transaction on one of the plugin's connections; resolves to its id.
+    fn begin_transaction(&self, options: TransactionOptions) -> PluginFuture<u64>;
+    /// Commits (`commit`) or rolls back transaction `transaction`.
+    fn end_transaction(&self, transaction: u64, commit: bool) -> PluginFuture<()>;
     /// The tables the plugin may name (unprefixed).
     fn allowed_tables(&self) -> Vec<String>;
+}
+
+/// One SQL statement as a plugin sent it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SqlStatement {
+    /// The statement, naming the plugin's own tables.
+    pub sql: String,
+    /// `$1, $2, …` as JSON.
+    pub parameters: Vec<Value>,
+    /// The transaction it runs in (`tx.executeQuery`), or `None` for any pooled connection.
+    pub transaction: Option<u64>,
 }
 
 /// One message to produce.

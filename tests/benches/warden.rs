@@ -59,6 +59,7 @@ fn main() {
                     gateways::kafka_produce(&backends, concurrency).await;
                     gateways::s3_put_get(&backends, concurrency).await;
                 }
+                gateways::postgres_transaction(&backends, 32).await;
             }
             None => report(
                 "gateways vs bare clients",
@@ -108,7 +109,7 @@ mod gateways {
 
     use futures::StreamExt as _;
     use serde_json::json;
-    use warden_actors::gateways::database::{ExecuteSql, Expect};
+    use warden_actors::gateways::database::{BeginTransaction, EndTransaction, ExecuteSql, Expect};
     use warden_actors::gateways::kafka::{EnsureTopics, SendKafkaMessages};
     use warden_actors::gateways::storage::{EnsureBuckets, StorageOperation, StorageRequest};
     use warden_actors::gateways::{
@@ -116,6 +117,7 @@ mod gateways {
         StorageBackend, StorageConfig, StorageGateway,
     };
     use warden_runtime::resources::{physical_name, ResourceGrants, ResourceKind};
+    use warden_runtime::transactions::TransactionOptions;
     use warden_runtime::KafkaOutgoing;
 
     use super::report;
@@ -253,6 +255,7 @@ mod gateways {
                 sql: "SELECT id, value FROM points WHERE id = $1".into(),
                 parameters: vec![json!((n % 1000) + 1)],
                 expect: Expect::Rows,
+                transaction: None,
             });
             async move {
                 match request.await {
@@ -279,6 +282,136 @@ mod gateways {
             concurrency,
             bare_whole_pool,
             through_gateway,
+        );
+        if let Ok(client) = backend.pool().get().await {
+            let _ = client
+                .batch_execute(&format!("DROP TABLE IF EXISTS \"{table}\""))
+                .await;
+        }
+    }
+
+    /// Two updates and a select in one transaction, through the gateway (`BEGIN`, three
+    /// statements and `COMMIT` as four messages, as `context.database.transaction` sends them)
+    /// against the same on a bare pool of the plugin's share of connections.
+    pub async fn postgres_transaction(backends: &Backends, concurrency: usize) {
+        let backend = backends.database.clone().expect("database");
+        let url = stack_value("WARDEN_DATABASE_URL").expect("the stack's database URL");
+        let plugin = "benchtx";
+        let table = physical_name(ResourceKind::Table, plugin, "accounts").expect("name");
+        {
+            let client = backend.pool().get().await.expect("connection");
+            client
+                .batch_execute(&format!(
+                    "DROP TABLE IF EXISTS \"{table}\"; CREATE TABLE \"{table}\" (id int PRIMARY KEY, balance int NOT NULL); \
+                     INSERT INTO \"{table}\" SELECT n, 1000 FROM generate_series(1, 1000) n"
+                ))
+                .await
+                .expect("setup");
+        }
+        // Rows 500 apart: transactions in flight together never wait on each other's locks.
+        let rows = |n: usize| ((n % 1000) as i32 + 1, ((n + 500) % 1000) as i32 + 1);
+        let share = DatabaseSettings::with_pool_size(backend.pool().status().max_size)
+            .connections_per_plugin;
+        let share_pool = DatabaseBackend::connect(&url, share).expect("pool");
+        let update = format!("UPDATE \"{table}\" SET balance = balance - 1 WHERE id = $1");
+        let credit = format!("UPDATE \"{table}\" SET balance = balance + 1 WHERE id = $1");
+        let select = format!("SELECT balance FROM \"{table}\" WHERE id = $1");
+        let bare_round = || {
+            throughput(concurrency, |n| {
+                let pool = share_pool.pool().clone();
+                let (update, credit, select) = (update.clone(), credit.clone(), select.clone());
+                async move {
+                    let (from, to) = rows(n);
+                    let Ok(mut client) = pool.get().await else {
+                        return false;
+                    };
+                    let Ok(transaction) = client.transaction().await else {
+                        return false;
+                    };
+                    let (Ok(update), Ok(credit), Ok(select)) = (
+                        transaction.prepare_cached(&update).await,
+                        transaction.prepare_cached(&credit).await,
+                        transaction.prepare_cached(&select).await,
+                    ) else {
+                        return false;
+                    };
+                    transaction.execute(&update, &[&from]).await.is_ok()
+                        && transaction.execute(&credit, &[&to]).await.is_ok()
+                        && transaction.query(&select, &[&from]).await.is_ok()
+                        && transaction.commit().await.is_ok()
+                }
+            })
+        };
+        let gateway = actix::Actor::start(DatabaseGateway::new(
+            plugin.into(),
+            grants(plugin, &["accounts"], &[], &[]),
+            backend.clone(),
+        ));
+        let gateway_round = || {
+            throughput(concurrency, |n| {
+                let gateway = gateway.clone();
+                async move {
+                    let (from, to) = rows(n);
+                    let options =
+                        TransactionOptions::from_json(&serde_json::Value::Null).expect("defaults");
+                    let Ok(Ok(id)) = gateway.send(BeginTransaction { options }).await else {
+                        return false;
+                    };
+                    for (sql, row, expect) in [
+                        (
+                            "UPDATE accounts SET balance = balance - 1 WHERE id = $1",
+                            from,
+                            Expect::Affected,
+                        ),
+                        (
+                            "UPDATE accounts SET balance = balance + 1 WHERE id = $1",
+                            to,
+                            Expect::Affected,
+                        ),
+                        (
+                            "SELECT balance FROM accounts WHERE id = $1",
+                            from,
+                            Expect::Rows,
+                        ),
+                    ] {
+                        let statement = ExecuteSql {
+                            sql: sql.into(),
+                            parameters: vec![json!(row)],
+                            expect,
+                            transaction: Some(id),
+                        };
+                        if !matches!(gateway.send(statement).await, Ok(Ok(_))) {
+                            return false;
+                        }
+                    }
+                    matches!(
+                        gateway
+                            .send(EndTransaction {
+                                transaction: id,
+                                commit: true
+                            })
+                            .await,
+                        Ok(Ok(()))
+                    )
+                }
+            })
+        };
+        // Rounds alternate, and the medians are compared: the rows' table grows dead tuples
+        // round after round, which would otherwise favour whichever side ran first.
+        let (mut bare, mut through_gateway) = (Vec::new(), Vec::new());
+        for _ in 0..3 {
+            bare.push(bare_round().await);
+            through_gateway.push(gateway_round().await);
+        }
+        let median = |mut rounds: Vec<f64>| {
+            rounds.sort_by(f64::total_cmp);
+            rounds[rounds.len() / 2]
+        };
+        let (bare, through_gateway) = (median(bare), median(through_gateway));
+        report(
+            &format!("PostgreSQL 3-statement transaction ({share} connections each), concurrency {concurrency}: gateway / bare"),
+            format!("{:.2} ({through_gateway:.0}/s vs {bare:.0}/s)", through_gateway / bare),
+            "≥ 0.85",
         );
         if let Ok(client) = backend.pool().get().await {
             let _ = client
@@ -671,6 +804,7 @@ impl PluginFactory for CountingFactory {
             executable: true,
             has_cleanup: false,
             routes: Default::default(),
+            migrations: Default::default(),
         };
         if self.crash_on_call {
             return Ok(Box::new(CrashingPlugin {

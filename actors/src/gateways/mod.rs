@@ -86,3 +86,14 @@ pub struct PluginGateways {
     /// `context.s3`.
     pub storage: Option<Addr<StorageGateway>>,
 }
+
+impl PluginGateways {
+    /// Closes what the gateways hold open for a version that is gone: its database
+    /// connections, which would otherwise count against its role's connection limit until they
+    /// idled out.
+    pub fn close(&self) {
+        if let Some(database) = &self.database {
+            database.do_send(database::CloseDatabaseGateway);
+        }
+    }
+}

@@ -81,6 +81,11 @@ impl Core {
                 .graph
                 .validate(name, &manifest.version, &manifest.dependencies)?;
             registry.check_name_prefix(name)?;
+            if !prepared.description.migrations.is_empty()
+                && registry.config.backends.database.is_none()
+            {
+                return Err(super::migrations::no_database(name));
+            }
             let effective = overrides
                 .clone()
                 .or_else(|| registry.overrides.get(name).cloned())
@@ -100,8 +105,8 @@ impl Core {
         validated
     }
 
-    /// Starts the instance's gateways, creates its declared topics and buckets, and runs its
-    /// `initialize`. On failure the prepared actor is terminated.
+    /// Starts the instance's gateways, creates its declared topics and buckets, applies its
+    /// pending migrations and runs its `initialize`. On failure the prepared actor is terminated.
     pub(super) async fn start_instance(
         &self,
         prepared: &Prepared,
@@ -116,22 +121,29 @@ impl Core {
             gateways: gateways.clone(),
             grants: grants.clone(),
         };
-        let started = match ensure_resources(&gateways).await {
-            Ok(()) => flatten(prepared.actor.send(initialize).await),
-            Err(error) => Err(error),
+        let initialize_failed = |error| match error {
+            Error::Plugin(source) => Error::InitializeFailed {
+                plugin: name.clone(),
+                source,
+            },
+            other => other,
         };
-        match started {
+        let started = async {
+            ensure_resources(&gateways)
+                .await
+                .map_err(initialize_failed)?;
+            // Migrations keep their own errors (`migration_changed`, `migration_failed`).
+            self.apply_migrations(&prepared.description, &gateways)
+                .await?;
+            flatten(prepared.actor.send(initialize).await).map_err(initialize_failed)
+        };
+        match started.await {
             Ok(()) => Ok(gateways),
             Err(error) => {
                 prepared.actor.do_send(StopInstance { cleanup: false });
                 prepared.actor.do_send(TerminatePlugin);
-                Err(match error {
-                    Error::Plugin(source) => Error::InitializeFailed {
-                        plugin: name.clone(),
-                        source,
-                    },
-                    other => other,
-                })
+                gateways.close();
+                Err(error)
             }
         }
     }
@@ -275,6 +287,7 @@ impl Core {
         }
         let mut registry = self.registry.borrow_mut();
         if let Some(plugin) = registry.plugins.remove(name) {
+            plugin.gateways.close();
             registry.graph.remove(name);
             update_state_gauges(&registry.plugins);
             tracing::info!(plugin = %name, "plugin unloaded");
@@ -365,6 +378,7 @@ impl Core {
             }
         };
         old_actor.do_send(TerminatePlugin);
+        old_gateways.close();
         self.commit(prepared, gateways, grants, effective, overrides)
             .await
     }

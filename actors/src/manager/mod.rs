@@ -10,6 +10,7 @@
 //! - `registry`: the loaded plugins, their actors and gateways, and the naming rules;
 //! - `changes`: load, unload, reload, scan and overrides, each all or nothing;
 //! - `files`: plugin files inside the plugins directory;
+//! - `migrations`: applying a plugin's migrations in a load, listing them, and the plan;
 //! - `persistence`: the durable state (loaded plugins, overrides, claimed prefixes) and the
 //!   reload of changed files.
 
@@ -27,6 +28,7 @@ use warden_runtime::resources::ResourceOverrides;
 mod changes;
 mod files;
 mod messages;
+mod migrations;
 mod persistence;
 mod registry;
 
@@ -34,6 +36,9 @@ pub use messages::{
     ClearOverrides, GetOverrides, GetPlugin, ListPlugins, LoadPlugin, ManagerConfig, PluginInfo,
     PluginSource, ReloadChangedFiles, ReloadPlugin, RestoreState, ScanPlugins, ScanReport,
     SetOverrides, UnloadAll, UnloadPlugin,
+};
+pub use migrations::{
+    ListMigrations, MigrationPlan, MigrationState, MigrationStatus, PlanMigrations,
 };
 
 use changes::Core;

@@ -40,6 +40,7 @@ use crate::capabilities::{
     GatewayStorage, Liveness,
 };
 use crate::directory::PluginDirectory;
+use crate::gateways::database::AbandonTransactions;
 use crate::gateways::kafka::{ConsumeKafkaMessage, DisconnectAllConsumers};
 use crate::gateways::PluginGateways;
 
@@ -248,6 +249,10 @@ impl PluginActor {
         // Consumers belong to the instance: a restarted or unloaded plugin keeps none.
         if let Some(kafka) = &self.gateways.kafka {
             kafka.do_send(DisconnectAllConsumers);
+        }
+        // So are transactions: one begun from a timer ends with the instance that began it.
+        if let Some(database) = &self.gateways.database {
+            database.do_send(AbandonTransactions);
         }
         self.services.broker.do_send(RemoveSubscriber {
             subscriber: SubscriberKey {

@@ -166,9 +166,16 @@ impl HostShared {
     }
 }
 
-/// The `{name, message}` JSON the prelude turns back into a JavaScript error.
+/// The `{name, message, code?}` JSON the prelude turns back into a JavaScript error; `code` is
+/// the SQLSTATE of a `DatabaseError`.
 pub(crate) fn error_json(error: &Error) -> String {
-    json!({ "name": error.js_name(), "message": error.to_string() }).to_string()
+    match error {
+        Error::Database { sqlstate, .. } => {
+            json!({ "name": error.js_name(), "message": error.to_string(), "code": sqlstate })
+        }
+        _ => json!({ "name": error.js_name(), "message": error.to_string() }),
+    }
+    .to_string()
 }
 
 /// Turns the prelude's `{name, message}` JSON into a host error, keeping the JavaScript name.

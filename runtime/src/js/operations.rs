@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::plugin::{CallTarget, KafkaOutgoing, PluginContext, PluginFuture};
+use crate::plugin::{CallTarget, KafkaOutgoing, PluginContext, PluginFuture, SqlStatement};
+use crate::transactions::TransactionOptions;
 use crate::{Error, Result};
 
 /// Something the engine asked the host to do once control returns to it.
@@ -39,13 +40,12 @@ pub(crate) enum HostOperation {
         target: CallTarget,
         arguments: Vec<Value>,
     },
-    DatabaseQuery {
-        sql: String,
-        parameters: Vec<Value>,
-    },
-    DatabaseCommand {
-        sql: String,
-        parameters: Vec<Value>,
+    DatabaseQuery(SqlStatement),
+    DatabaseCommand(SqlStatement),
+    DatabaseBegin(TransactionOptions),
+    DatabaseEnd {
+        transaction: u64,
+        commit: bool,
     },
     KafkaSend {
         topic: String,
@@ -115,18 +115,33 @@ fn values(payload: &Value, field: &str) -> Vec<Value> {
     payload[field].as_array().cloned().unwrap_or_default()
 }
 
+fn sql_statement(payload: &Value) -> SqlStatement {
+    SqlStatement {
+        sql: text(payload, "sql"),
+        parameters: values(payload, "params"),
+        transaction: transaction_id(payload),
+    }
+}
+
+fn transaction_id(payload: &Value) -> Option<u64> {
+    payload["transaction"].as_u64()
+}
+
 impl HostOperation {
     /// Reads an operation from the prelude's `(kind, payload)`.
     pub(crate) fn parse(kind: &str, payload: &Value) -> Result<Self> {
         // Dependency calls come through `callDependency`, which checks their size before parsing.
         let operation = match kind {
-            "db.query" => HostOperation::DatabaseQuery {
-                sql: text(payload, "sql"),
-                parameters: values(payload, "params"),
-            },
-            "db.command" => HostOperation::DatabaseCommand {
-                sql: text(payload, "sql"),
-                parameters: values(payload, "params"),
+            "db.query" => HostOperation::DatabaseQuery(sql_statement(payload)),
+            "db.command" => HostOperation::DatabaseCommand(sql_statement(payload)),
+            "db.begin" => {
+                HostOperation::DatabaseBegin(TransactionOptions::from_json(&payload["options"])?)
+            }
+            "db.commit" | "db.rollback" => HostOperation::DatabaseEnd {
+                transaction: transaction_id(payload).ok_or_else(|| Error::TransactionClosed {
+                    reason: "the transaction id is not one Warden gave".into(),
+                })?,
+                commit: kind == "db.commit",
             },
             "kafka.send" => HostOperation::KafkaSend {
                 topic: text(payload, "topic"),
@@ -251,12 +266,23 @@ impl HostOperation {
                 target,
                 arguments,
             } => context.dependencies.call(&dependency, target, arguments),
-            HostOperation::DatabaseQuery { sql, parameters } => match &context.database {
-                Some(database) => to_json(database.execute_query(&sql, parameters)),
+            HostOperation::DatabaseQuery(statement) => match &context.database {
+                Some(database) => to_json(database.execute_query(statement)),
                 None => absent("database"),
             },
-            HostOperation::DatabaseCommand { sql, parameters } => match &context.database {
-                Some(database) => to_json(database.execute_command(&sql, parameters)),
+            HostOperation::DatabaseCommand(statement) => match &context.database {
+                Some(database) => to_json(database.execute_command(statement)),
+                None => absent("database"),
+            },
+            HostOperation::DatabaseBegin(options) => match &context.database {
+                Some(database) => to_json(database.begin_transaction(options)),
+                None => absent("database"),
+            },
+            HostOperation::DatabaseEnd {
+                transaction,
+                commit,
+            } => match &context.database {
+                Some(database) => to_null(database.end_transaction(transaction, commit)),
                 None => absent("database"),
             },
             HostOperation::KafkaSend {

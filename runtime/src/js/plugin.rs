@@ -20,6 +20,7 @@ use tokio::task::AbortHandle;
 use super::engine::JsEngine;
 use super::host::{error_json, HostRequest, HostShared};
 use crate::manifest::PluginManifest;
+use crate::migrations::migrations_from_description;
 use crate::plugin::{
     CallTarget, Event, HostLimit, KafkaRecord, Plugin, PluginContext, PluginDescription,
     PluginFuture, PluginLimits, HOST_ONLY_FUNCTIONS,
@@ -79,6 +80,7 @@ impl JsPlugin {
             executable: described["executable"].as_bool().unwrap_or(false),
             has_cleanup: described["cleanup"].as_bool().unwrap_or(true),
             routes: Arc::new(routes),
+            migrations: migrations_from_description(&described["migrations"])?.into(),
         };
         Ok(JsPlugin {
             inner: Rc::new(Inner {

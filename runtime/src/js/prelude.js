@@ -35,9 +35,10 @@ export default function bootstrap(host) {
     routes: [],
   };
 
-  function makeError(name, message) {
+  function makeError(name, message, code) {
     const error = new Error(message);
     error.name = name;
+    if (typeof code === "string") error.code = code;
     return error;
   }
 
@@ -62,7 +63,7 @@ export default function bootstrap(host) {
   function throwHostError(errorText) {
     if (errorText !== undefined && errorText !== null) {
       const error = builtins.parse(errorText);
-      throw makeError(error.name, error.message);
+      throw makeError(error.name, error.message, error.code);
     }
   }
 
@@ -210,7 +211,7 @@ export default function bootstrap(host) {
       if (refused !== undefined && refused !== null) {
         state.ops.delete(id);
         const error = builtins.parse(refused);
-        reject(makeError(error.name, error.message));
+        reject(makeError(error.name, error.message, error.code));
       }
     });
   }
@@ -311,10 +312,56 @@ export default function bootstrap(host) {
     return builtins.parse(host.allowed(kind));
   }
 
+  // Statements go to the host as {sql, params, transaction?}; argument errors reject like
+  // the host's own errors do.
+  function statement(kind, sql, params, transaction) {
+    let payload;
+    try {
+      payload = { sql: requireString(sql, "sql"), params: requireParams(params) };
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    if (transaction !== undefined) payload.transaction = transaction;
+    return startOperation(kind, payload);
+  }
+
+  // A transaction is opened by the host on one connection; `tx` runs statements on it until
+  // the callback settles, then the host commits or rolls back. The host also rolls it back
+  // itself at the call time limit and at unload, so `tx` may find it closed at any time.
+  function transaction(callback, options) {
+    if (typeof callback !== "function") return Promise.reject(new TypeError("the transaction callback must be a function"));
+    return builtins.then.call(startOperation("db.begin", { options: options === undefined ? null : options }), (id) => {
+      let open = true;
+      const closed = () => Promise.reject(makeError("TransactionClosedError", "the transaction has ended (it was committed or rolled back); use tx only inside its callback"));
+      const tx = Object.freeze({
+        executeQuery: (sql, params) => (open ? statement("db.query", sql, params, id) : closed()),
+        executeCommand: (sql, params) => (open ? statement("db.command", sql, params, id) : closed()),
+      });
+      let outcome;
+      try {
+        outcome = callback(tx);
+      } catch (error) {
+        outcome = Promise.reject(error);
+      }
+      return builtins.then.call(builtins.resolve(outcome),
+        (value) => {
+          open = false;
+          return builtins.then.call(startOperation("db.commit", { transaction: id }), () => value);
+        },
+        (error) => {
+          open = false;
+          // The callback's rejection reaches the caller unchanged, whatever the rollback did.
+          const rethrow = () => { throw error; };
+          return builtins.then.call(startOperation("db.rollback", { transaction: id }), rethrow, rethrow);
+        });
+    });
+  }
+
   function buildDatabase() {
     return {
-      executeQuery: (sql, params) => startOperation("db.query", { sql: requireString(sql, "sql"), params: requireParams(params) }),
-      executeCommand: (sql, params) => startOperation("db.command", { sql: requireString(sql, "sql"), params: requireParams(params) }),
+      executeQuery: (sql, params) => statement("db.query", sql, params),
+      executeCommand: (sql, params) => statement("db.command", sql, params),
+      transaction,
       getAllowedTables: () => allowed("tables"),
     };
   }
@@ -519,6 +566,30 @@ export default function bootstrap(host) {
     return { routes: described };
   }
 
+  // The `migrations` list as the host checks it: each entry's `id` and `sql` when they are
+  // strings, and what they are when not. A list that cannot be read refuses the load.
+  function describeMigrations(plugin) {
+    try {
+      const migrations = plugin.migrations;
+      if (migrations === undefined || migrations === null) return null;
+      if (!builtins.isArray(migrations)) return { error: "the plugin object's 'migrations' must be an array of { id, sql } objects" };
+      const described = [];
+      for (let index = 0; index < migrations.length; index++) {
+        const entry = migrations[index];
+        if (entry === null || typeof entry !== "object" || builtins.isArray(entry)) {
+          described.push({ entryType: entry === null ? "null" : builtins.isArray(entry) ? "an array" : "a " + typeof entry });
+          continue;
+        }
+        const id = entry.id;
+        const sql = entry.sql;
+        described.push({ id: typeof id === "string" ? id : null, idType: typeof id, sql: typeof sql === "string" ? sql : null, sqlType: typeof sql });
+      }
+      return described;
+    } catch (error) {
+      return { error: "the plugin object's 'migrations' cannot be read: " + builtins.parse(errorJson(error)).message };
+    }
+  }
+
   function adoptPlugin() {
     const namespace = state.namespace;
     state.namespace = null;
@@ -539,14 +610,14 @@ export default function bootstrap(host) {
     const prototype = Object.getPrototypeOf(plugin);
     const inherited = prototype && prototype !== Object.prototype ? Object.getOwnPropertyNames(prototype) : [];
     for (const key of new Set([...builtins.keys(plugin), ...inherited])) {
-      if (key === "constructor" || key === "metadata" || key === "routes") continue;
+      if (key === "constructor" || key === "metadata" || key === "routes" || key === "migrations") continue;
       if (typeof plugin[key] === "function" && key !== "initialize" && key !== "cleanup" && key !== "execute") exports.push(key);
     }
     exports.sort();
     state.exports = new Set(exports);
     const routes = describeRoutes(plugin);
     if (routes.error) return builtins.stringify({ error: routes.error });
-    return builtins.stringify({ metadata: metadataJson, exports, routes: routes.routes, executable: typeof plugin.execute === "function", cleanup: typeof plugin.cleanup === "function" });
+    return builtins.stringify({ metadata: metadataJson, exports, routes: routes.routes, migrations: describeMigrations(plugin), executable: typeof plugin.execute === "function", cleanup: typeof plugin.cleanup === "function" });
   }
 
 
@@ -684,7 +755,7 @@ export default function bootstrap(host) {
         operation.resolve(builtins.parse(payload));
       } else {
         const error = builtins.parse(payload);
-        operation.reject(makeError(error.name, error.message));
+        operation.reject(makeError(error.name, error.message, error.code));
       }
     },
     dispose() {

@@ -5,7 +5,8 @@
 //! - `allow_list`: the expressions, functions, types and literals a statement may use;
 //! - `dialect`: the parser's dialect; `cost`: the parse-cost limit checked before parsing;
 //! - `names`: identifiers as PostgreSQL resolves them; `refusals`: what is refused before or
-//!   beside the walk, and how refusals and syntax errors are reported.
+//!   beside the walk, and how refusals and syntax errors are reported;
+//! - `split`: a migration's SQL cut into its statements.
 
 use std::any::TypeId;
 use std::borrow::Cow;
@@ -28,6 +29,7 @@ mod cost;
 mod dialect;
 mod names;
 mod refusals;
+mod split;
 mod statements;
 
 use allow_list::check_function_name;
@@ -35,6 +37,7 @@ use cost::check_parse_cost;
 use dialect::GuardDialect;
 use names::{alias_for, folded, single_identifier};
 use refusals::{check_plain_table_factor, check_set_expression, not_allowed, syntax_error};
+pub use split::split_statements;
 
 use crate::access::AccessLevel;
 use crate::error::{Error, Result};

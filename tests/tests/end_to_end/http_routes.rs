@@ -508,6 +508,45 @@ async fn the_example_todo_api_lists_creates_gets_and_deletes_over_its_table() {
         (untitled.status, untitled.error_code()),
         (400, "title_required".to_owned())
     );
+    // Marking several done is all or nothing: one missing id rolls back the others.
+    let json_header = [("content-type", "application/json")];
+    let partly_missing = public_request(
+        "POST",
+        &url("/todos/done"),
+        &json_header,
+        Some(format!(r#"{{"ids": [{id_text}, 999999999]}}"#).into_bytes()),
+    )
+    .await;
+    assert_eq!(
+        (partly_missing.status, partly_missing.error_code()),
+        (404, "todo_not_found".to_owned())
+    );
+    let one = public_request("GET", &url(&format!("/todos/{id_text}")), &[], None).await;
+    assert_eq!(one.json()["done"], false);
+    let done = public_request(
+        "POST",
+        &url("/todos/done"),
+        &json_header,
+        Some(format!(r#"{{"ids": [{id_text}]}}"#).into_bytes()),
+    )
+    .await;
+    assert_eq!(
+        (done.status, done.json()["todos"][0]["done"].clone()),
+        (200, json!(true))
+    );
+    // Its schema came from its migrations, recorded once.
+    let (status, migrations) = warden.admin().get("/plugins/todos/migrations").await;
+    assert_eq!(status, 200);
+    let states: Vec<(&str, &str)> = migrations["migrations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["id"].as_str().unwrap(), m["state"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        states,
+        [("001_todos", "applied"), ("002_todos_by_done", "applied")]
+    );
     let deleted = public_request("DELETE", &url(&format!("/todos/{id_text}")), &[], None).await;
     assert_eq!(deleted.status, 204);
     let gone = public_request("GET", &url(&format!("/todos/{id_text}")), &[], None).await;

@@ -30,6 +30,9 @@ mod http_routes_attacks;
 /// Load, list, unload (with dependents and cascade), reload, overrides, scan, `--watch` and
 /// shutdown on SIGTERM.
 mod lifecycle;
+/// A plugin's data over time: migrations applied once, in order and in one transaction,
+/// listed and planned; transactions committed, rolled back, and ended by Warden.
+mod plugin_data;
 /// Attacks a hostile plugin would send, by family: each refused with a typed error, nothing read,
 /// written or harmed, and the database role refusing the same SQL run without the guard.
 mod red_team;

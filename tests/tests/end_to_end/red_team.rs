@@ -28,7 +28,7 @@ fn database_address() -> (String, String, String) {
 
 /// Runs `sql` with psql as `user`, bypassing Warden entirely; answers success and what
 /// PostgreSQL printed.
-fn psql_as(user: &str, sql: &str) -> (bool, String) {
+pub(crate) fn psql_as(user: &str, sql: &str) -> (bool, String) {
     let (host, port, database) = database_address();
     let output = Command::new("psql")
         .args([

@@ -26,11 +26,16 @@
 //! with no JSON form here (`money`, geometric types, ranges, composites, …) is an
 //! [`Error::InvalidValue`] naming the column and type; cast it in SQL (`::text`).
 
+mod migrations;
 mod parameters;
 mod roles;
 mod rows;
+mod statements;
+mod transaction;
 
+pub use migrations::{ApplyMigrations, MigrationRecord, MigrationReport, ReadMigrationRecords};
 pub use roles::DatabaseSettings;
+pub use transaction::{AbandonTransactions, BeginTransaction, EndTransaction};
 
 #[cfg(test)]
 use parameters::is_numeric_literal;
@@ -40,6 +45,10 @@ use roles::{
     PluginPool, IDLE_CONNECTION_LIFETIME,
 };
 use rows::{raw_size, row_to_json};
+use statements::{
+    check_dropped_indexes, connection, run_in_transaction, run_statement, ResultLimits,
+};
+use transaction::{OpenTransaction, PluginTransactions};
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -50,7 +59,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::{Actor, AsyncContext, Context, Handler, Message, ResponseFuture};
+use actix::{Actor, ActorContext as _, AsyncContext, Context, Handler, Message, ResponseFuture};
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, SecondsFormat, TimeDelta, Utc};
@@ -210,6 +219,8 @@ pub struct ExecuteSql {
     pub parameters: Vec<Value>,
     /// Rows or a count.
     pub expect: Expect,
+    /// The open transaction it runs in, or `None` for any of the plugin's connections.
+    pub transaction: Option<u64>,
 }
 
 /// Prepares the plugin's database access before its `initialize` runs (its role, its tables,
@@ -231,6 +242,11 @@ pub struct DatabaseGateway {
     /// round trip to PostgreSQL on a small machine. Refusals are not kept, so every refused
     /// call is logged and counted.
     checked: HashMap<String, Arc<CheckedStatement>>,
+    /// The plugin's open transactions, each holding one of its connections.
+    transactions: PluginTransactions,
+    /// A gateway that only rehearses migrations (`POST /plugins/migrations/plan`): preparing
+    /// its role leaves the grants of shared tables as they are.
+    rehearsal: bool,
 }
 
 /// A statement that passed the guard.
@@ -282,6 +298,17 @@ impl DatabaseGateway {
             backend,
             connections: Arc::new(OnceCell::new()),
             checked: HashMap::new(),
+            transactions: PluginTransactions::default(),
+            rehearsal: false,
+        }
+    }
+
+    /// A gateway for rehearsing `plugin`'s migrations with `grants` (a plan): it changes no
+    /// grant of a shared table when it prepares the plugin's role.
+    pub fn for_rehearsal(plugin: String, grants: ResourceGrants, backend: DatabaseBackend) -> Self {
+        DatabaseGateway {
+            rehearsal: true,
+            ..Self::new(plugin, grants, backend)
         }
     }
 
@@ -292,6 +319,7 @@ impl DatabaseGateway {
             grants: Arc::clone(&self.grants),
             access: Arc::clone(&self.backend.plugins),
             connections: Arc::clone(&self.connections),
+            rehearsal: self.rehearsal,
         }
     }
 
@@ -300,23 +328,26 @@ impl DatabaseGateway {
         if let Some(checked) = self.checked.get(sql) {
             return Ok(Arc::clone(checked));
         }
-        match guard_statement(&self.plugin, sql, &self.grants) {
-            Ok(guarded) => {
-                if self.checked.len() >= MAX_CHECKED_STATEMENTS {
-                    self.checked.clear();
-                }
-                let checked = Arc::new(CheckedStatement::new(guarded, &self.grants));
-                self.checked.insert(sql.to_owned(), Arc::clone(&checked));
-                Ok(checked)
-            }
-            Err(error) => {
-                // A refused statement can be up to any size; the log keeps its start.
-                let sql = shortened(sql, MAX_LOGGED_SQL_BYTES).unwrap_or(sql);
-                tracing::warn!(plugin = %self.plugin, sql, error = %error, "sql statement refused");
-                metrics::counter!("warden_sql_denied_total", "plugin" => self.plugin.to_string())
-                    .increment(1);
-                Err(error)
-            }
+        let checked = Arc::new(checked_statement(&self.plugin, &self.grants, sql)?);
+        if self.checked.len() >= MAX_CHECKED_STATEMENTS {
+            self.checked.clear();
+        }
+        self.checked.insert(sql.to_owned(), Arc::clone(&checked));
+        Ok(checked)
+    }
+}
+
+/// Runs the guard on one statement of `plugin`; a refusal is logged and counted.
+fn checked_statement(plugin: &str, grants: &ResourceGrants, sql: &str) -> Result<CheckedStatement> {
+    match guard_statement(plugin, sql, grants) {
+        Ok(guarded) => Ok(CheckedStatement::new(guarded, grants)),
+        Err(error) => {
+            // A refused statement can be up to any size; the log keeps its start.
+            let sql = shortened(sql, MAX_LOGGED_SQL_BYTES).unwrap_or(sql);
+            tracing::warn!(plugin, sql, error = %error, "sql statement refused");
+            metrics::counter!("warden_sql_denied_total", "plugin" => plugin.to_owned())
+                .increment(1);
+            Err(error)
         }
     }
 }
@@ -325,14 +356,44 @@ impl Actor for DatabaseGateway {
     type Context = Context<Self>;
 
     fn started(&mut self, context: &mut Self::Context) {
-        // Idle connections close, so that a quiet plugin holds none of the shared budget.
-        context.run_interval(IDLE_CONNECTION_LIFETIME / 2, |gateway, _| {
+        // Idle connections close, so that a quiet plugin holds none of the shared budget. The
+        // interval would keep the actor alive for ever, so it also stops the gateway once no
+        // address of it is left.
+        context.run_interval(IDLE_CONNECTION_LIFETIME / 2, |gateway, context| {
+            if !context.connected() {
+                context.stop();
+                return;
+            }
             if let Some(connections) = gateway.connections.get() {
                 connections
                     .pool
                     .retain(|_, metrics| metrics.last_used() < IDLE_CONNECTION_LIFETIME);
             }
         });
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        // Open transactions close with their connections (PostgreSQL rolls them back), and idle
+        // connections leave the plugin role's connection limit at once.
+        drop(self.transactions.take_all());
+        // Only a role's own pool: with roles off, every plugin shares one.
+        if let Some(connections) = self.connections.get().filter(|pool| pool.role.is_some()) {
+            connections.pool.close();
+        }
+    }
+}
+
+/// Stops the gateway now: its plugin's version is gone (unloaded, replaced by a reload, refused
+/// at load, or a plan that is over), so its connections are closed rather than left idle.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CloseDatabaseGateway;
+
+impl Handler<CloseDatabaseGateway> for DatabaseGateway {
+    type Result = ();
+
+    fn handle(&mut self, _: CloseDatabaseGateway, context: &mut Self::Context) {
+        context.stop();
     }
 }
 
@@ -342,12 +403,16 @@ struct ConnectionOpener {
     grants: Arc<ResourceGrants>,
     access: Arc<PluginDatabaseAccess>,
     connections: Arc<OnceCell<PluginPool>>,
+    rehearsal: bool,
 }
 
 impl ConnectionOpener {
     async fn open(&self) -> Result<PluginPool> {
         self.connections
-            .get_or_try_init(|| self.access.prepare(&self.plugin, &self.grants))
+            .get_or_try_init(|| {
+                self.access
+                    .prepare(&self.plugin, &self.grants, self.rehearsal)
+            })
             .await
             .cloned()
     }
@@ -370,6 +435,7 @@ impl Handler<ExecuteSql> for DatabaseGateway {
             sql,
             parameters,
             expect,
+            transaction,
         } = message;
         let checked = match self.check(&sql) {
             Ok(checked) => checked,
@@ -378,15 +444,36 @@ impl Handler<ExecuteSql> for DatabaseGateway {
         // The future owns what it needs, so the actor takes its next message at once and the
         // statements of one plugin run concurrently on its pool.
         let opener = self.connection_opener();
+        let settings = opener.access.settings();
+        let limits = ResultLimits {
+            max_rows: settings.max_rows,
+            max_bytes: settings.max_result_bytes,
+        };
+        let deadline = tokio::time::Instant::now() + settings.statement_timeout;
+        if let Some(id) = transaction {
+            let transaction = match self.transactions.get(id) {
+                Ok(transaction) => transaction,
+                Err(error) => return Box::pin(std::future::ready(Err(error))),
+            };
+            return Box::pin(async move {
+                run_in_transaction(
+                    &transaction,
+                    &checked,
+                    &opener,
+                    &parameters,
+                    expect,
+                    limits,
+                    deadline,
+                )
+                .await
+            });
+        }
         Box::pin(async move {
             let connections = opener.open().await?;
-            let settings = opener.access.settings();
-            let limits = ResultLimits {
-                max_rows: settings.max_rows,
-                max_bytes: settings.max_result_bytes,
-            };
-            let deadline = tokio::time::Instant::now() + settings.statement_timeout;
-            check_dropped_indexes(&connections.pool, &checked, &opener.grants, deadline).await?;
+            if !checked.dropped_indexes.is_empty() {
+                let connection = connection(&connections.pool, deadline).await?;
+                check_dropped_indexes(&connection.client, &checked, &opener.grants).await?;
+            }
             let changes_shared_tables = checked.changes_schema && !checked.shared_tables.is_empty();
             if let (true, Some(role)) = (changes_shared_tables, &connections.role) {
                 opener
@@ -411,220 +498,6 @@ impl Handler<ExecuteSql> for DatabaseGateway {
             outcome
         })
     }
-}
-
-/// The most a query may return to a plugin.
-#[derive(Debug, Clone, Copy)]
-struct ResultLimits {
-    max_rows: usize,
-    max_bytes: usize,
-}
-
-/// Gets one of the plugin's connections before `deadline`.
-async fn connection(
-    pool: &PluginConnectionPool,
-    deadline: tokio::time::Instant,
-) -> Result<deadpool::managed::Object<PluginConnectionManager>> {
-    match tokio::time::timeout_at(deadline, pool.get()).await {
-        Ok(Ok(connection)) => Ok(connection),
-        Ok(Err(deadpool::managed::PoolError::Backend(ConnectionError::Postgres(error)))) => {
-            Err(database_error(error))
-        }
-        Ok(Err(error)) => Err(Error::Database {
-            sqlstate: CONNECTION_FAILURE.to_owned(),
-            message: format!("cannot get a database connection: {error}"),
-        }),
-        Err(_) => Err(statement_timed_out(
-            "waiting for one of the plugin's connections",
-        )),
-    }
-}
-
-fn statement_timed_out(doing: &str) -> Error {
-    Error::Database {
-        sqlstate: QUERY_CANCELED.to_owned(),
-        message: format!("canceling statement: the plugin's call time limit passed while {doing}"),
-    }
-}
-
-/// `DROP INDEX` needs `owner` on the index's table, which only the catalog knows.
-async fn check_dropped_indexes(
-    pool: &PluginConnectionPool,
-    checked: &CheckedStatement,
-    grants: &ResourceGrants,
-    deadline: tokio::time::Instant,
-) -> Result<()> {
-    if checked.dropped_indexes.is_empty() {
-        return Ok(());
-    }
-    let connection = connection(pool, deadline).await?;
-    for index in &checked.dropped_indexes {
-        let table: Option<String> = connection
-            .client
-            .query_opt(
-                "SELECT tables.relname FROM pg_index ix \
-                 JOIN pg_class indexes ON indexes.oid = ix.indexrelid \
-                 JOIN pg_class tables ON tables.oid = ix.indrelid \
-                 WHERE indexes.relname = $1 AND indexes.relnamespace = 'public'::regnamespace",
-                &[index],
-            )
-            .await
-            .map_err(database_error)?
-            .map(|row| row.get(0));
-        let Some(table) = table else {
-            // No such index: PostgreSQL says so when the statement runs.
-            continue;
-        };
-        match grants
-            .grants(ResourceKind::Table)
-            .iter()
-            .find(|grant| grant.physical == table)
-        {
-            Some(grant) => grant.require(ResourceKind::Table, AccessLevel::Owner)?,
-            None => {
-                return Err(Error::SqlNotAllowed {
-                    reason: format!("index '{index}' belongs to a table the plugin is not granted"),
-                })
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Cancels the statement on the server when its future is dropped before it finished (the
-/// call timed out, the plugin was unloaded), so that no backend keeps running it.
-struct CancelOnDrop(Option<tokio_postgres::CancelToken>);
-
-impl CancelOnDrop {
-    fn finished(mut self) {
-        self.0 = None;
-    }
-}
-
-impl Drop for CancelOnDrop {
-    fn drop(&mut self) {
-        if let (Some(token), Ok(runtime)) = (self.0.take(), tokio::runtime::Handle::try_current()) {
-            runtime.spawn(async move {
-                let _ = token.cancel_query(NoTls).await;
-            });
-        }
-    }
-}
-
-/// Runs a checked statement on one of the plugin's connections, cancelled at `deadline`.
-async fn run_statement(
-    pool: &PluginConnectionPool,
-    checked: &CheckedStatement,
-    parameters: &[Value],
-    expect: Expect,
-    limits: ResultLimits,
-    deadline: tokio::time::Instant,
-) -> Result<SqlOutcome> {
-    let connection = connection(pool, deadline).await?;
-    let client = &connection.client;
-    let cancel = CancelOnDrop(Some(client.cancel_token()));
-    let work = async {
-        let statement = prepare(client, checked).await?;
-        match run_prepared(client, &statement, parameters, expect, limits).await {
-            Err(error) if is_stale_plan(&error) => {
-                // PostgreSQL refused before running anything, so running again is safe.
-                drop(statement);
-                client.statement_cache.remove(&checked.sql, &[]);
-                let statement = prepare(client, checked).await?;
-                run_prepared(client, &statement, parameters, expect, limits).await
-            }
-            outcome => outcome,
-        }
-    };
-    // The session reset is sent right behind the statement on the same connection (tokio-postgres
-    // pipelines them), so the connection goes back to the pool clean without a round trip of its
-    // own at the next checkout.
-    let with_reset = async { futures::join!(work, client.batch_execute(SESSION_RESET)) };
-    let outcome = match tokio::time::timeout_at(deadline, with_reset).await {
-        Ok((outcome, reset)) => {
-            cancel.finished();
-            if let Err(error) = reset {
-                tracing::warn!(%error, "a plugin connection could not be reset; it is closed");
-                let _ = deadpool::managed::Object::take(connection);
-                return outcome;
-            }
-            outcome
-        }
-        Err(_) => {
-            // Dropping `cancel` cancels the statement on the server; the connection, whose
-            // reset may not have run, is closed rather than reused.
-            let _ = deadpool::managed::Object::take(connection);
-            return Err(statement_timed_out("the statement ran"));
-        }
-    }?;
-    if checked.changes_schema {
-        pool.manager().clear_statement_caches();
-    }
-    Ok(outcome)
-}
-
-async fn prepare(client: &ClientWrapper, checked: &CheckedStatement) -> Result<Statement> {
-    if checked.changes_schema {
-        return client.prepare(&checked.sql).await.map_err(database_error);
-    }
-    let statement = client
-        .prepare_cached(&checked.sql)
-        .await
-        .map_err(database_error)?;
-    if client.statement_cache.size() > MAX_PREPARED_PER_CONNECTION {
-        client.statement_cache.clear();
-    }
-    Ok(statement)
-}
-
-async fn run_prepared(
-    client: &ClientWrapper,
-    statement: &Statement,
-    parameters: &[Value],
-    expect: Expect,
-    limits: ResultLimits,
-) -> Result<SqlOutcome> {
-    let parameters = bind_parameters(statement.params(), parameters)?;
-    match expect {
-        Expect::Affected => client
-            .execute_raw(statement, parameters.iter())
-            .await
-            .map(SqlOutcome::Affected)
-            .map_err(database_error),
-        Expect::Rows => {
-            let stream = client
-                .query_raw(statement, parameters.iter())
-                .await
-                .map_err(database_error)?;
-            let mut stream = std::pin::pin!(stream);
-            let mut rows = Vec::new();
-            let mut bytes = 0usize;
-            // Counted as rows arrive, so that a large result is refused before it is held.
-            while let Some(row) = stream.try_next().await.map_err(database_error)? {
-                bytes = bytes.saturating_add(raw_size(&row));
-                if rows.len() >= limits.max_rows {
-                    return Err(Error::ResultTooLarge {
-                        limit: format!("{} rows (WARDEN_DATABASE_MAX_ROWS)", limits.max_rows),
-                    });
-                }
-                if bytes > limits.max_bytes {
-                    return Err(Error::ResultTooLarge {
-                        limit: format!(
-                            "{} bytes (WARDEN_DATABASE_MAX_RESULT_BYTES)",
-                            limits.max_bytes
-                        ),
-                    });
-                }
-                rows.push(row_to_json(&row)?);
-            }
-            Ok(SqlOutcome::Rows(rows))
-        }
-    }
-}
-
-fn is_stale_plan(error: &Error) -> bool {
-    matches!(error, Error::Database { sqlstate, message }
-        if sqlstate == "0A000" && message.starts_with(STALE_PLAN_MESSAGE))
 }
 
 /// PostgreSQL's own errors keep their SQLSTATE; anything else is a connection failure.

@@ -11,7 +11,7 @@
 //! connection holds a permit for its whole life, and a plugin that needs one while the budget is
 //! spent first closes idle connections of other plugins.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Read as _;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -178,6 +178,10 @@ pub struct PluginDatabaseAccess {
     /// The one pool all plugins share when roles are off (Warden's user, never Warden's own
     /// connections).
     shared_pool: OnceCell<PluginConnectionPool>,
+    /// Each plugin role's password in this process.
+    passwords: Mutex<HashMap<String, String>>,
+    /// The `role/plugin` pairs whose migration records are prepared.
+    migration_records: Mutex<HashSet<String>>,
 }
 
 /// What role management needs to know about the server, read once.
@@ -211,6 +215,8 @@ impl PluginDatabaseAccess {
             }),
             roles_active: OnceCell::new(),
             shared_pool: OnceCell::new(),
+            passwords: Mutex::new(HashMap::new()),
+            migration_records: Mutex::new(HashSet::new()),
         }
     }
 
@@ -227,10 +233,14 @@ impl PluginDatabaseAccess {
     /// Opens (or reuses) the connections `plugin` runs its statements on. With roles on, this
     /// makes sure its role exists with a fresh password and no privilege beyond its grants,
     /// hands it its private tables and mirrors its levels on shared tables.
+    ///
+    /// A `rehearsal` (a migration plan) leaves the grants of shared tables as they are, so that
+    /// planning a version that asks for more changes no privilege.
     pub(super) async fn prepare(
         &self,
         plugin: &str,
         grants: &ResourceGrants,
+        rehearsal: bool,
     ) -> Result<PluginPool> {
         let Some(context) = self.role_context().await? else {
             let pool = self
@@ -244,7 +254,7 @@ impl PluginDatabaseAccess {
             return Ok(PluginPool { pool, role: None });
         };
         let role = database_role_name(&context.database, plugin)?;
-        let password = random_password()?;
+        let password = self.password_of(&role)?;
         let mut client = self.admin_client().await?;
         let admin = locked_transaction(&mut client).await?;
         let role_sql = quote_identifier(&role);
@@ -327,6 +337,9 @@ impl PluginDatabaseAccess {
             .await
             .map_err(|error| role_error(&role, "cannot grant the database to", error))?;
         for grant in grants.grants(ResourceKind::Table) {
+            if grant.shared && rehearsal {
+                continue;
+            }
             if grant.shared {
                 self.register_shared_table(&grant.physical, &role, grant.access);
                 self.sync_shared_table(&admin, &grant.physical).await?;
@@ -341,6 +354,54 @@ impl PluginDatabaseAccess {
             pool,
             role: Some(role),
         })
+    }
+
+    /// The password of `role` in this process: made once, then reused, so that a second pool of
+    /// the same plugin (a reload that is refused and restores the previous version, a plan)
+    /// never locks out the pool that is running.
+    fn password_of(&self, role: &str) -> Result<String> {
+        let mut passwords = self
+            .passwords
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(password) = passwords.get(role) {
+            return Ok(password.clone());
+        }
+        let password = random_password()?;
+        passwords.insert(role.to_owned(), password.clone());
+        Ok(password)
+    }
+
+    /// Makes the migration records ready for `plugin` (once per process): the table, and for
+    /// its role the right to read and add its own rows.
+    pub(super) async fn prepare_migration_records(
+        &self,
+        plugin: &str,
+        role: Option<&str>,
+    ) -> Result<()> {
+        let key = role.unwrap_or("").to_owned() + "/" + plugin;
+        if self
+            .migration_records
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .contains(&key)
+        {
+            return Ok(());
+        }
+        let mut client = self.admin_client().await?;
+        let admin = locked_transaction(&mut client).await?;
+        admin
+            .batch_execute(&super::migrations::records_setup_sql(plugin, role))
+            .await
+            .map_err(|error| {
+                role_error(plugin, "cannot prepare the migration records of", error)
+            })?;
+        admin.commit().await.map_err(database_error)?;
+        self.migration_records
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(key);
+        Ok(())
     }
 
     /// After a statement changed a shared table's shape (typically created it, then owned by

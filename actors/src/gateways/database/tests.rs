@@ -62,6 +62,7 @@ impl TestGateway {
                 sql: sql.to_owned(),
                 parameters,
                 expect,
+                transaction: None,
             })
             .await
             .expect("gateway is running")
@@ -734,6 +735,7 @@ async fn statements_of_one_plugin_run_concurrently() {
         sql: "UPDATE counters SET value = value + 1 WHERE id = 1".to_owned(),
         parameters: vec![],
         expect: Expect::Affected,
+        transaction: None,
     });
     let blocked = actix_rt::spawn(blocked);
 
@@ -774,6 +776,7 @@ async fn an_unreachable_server_is_a_connection_failure() {
             sql: "SELECT 1 AS one".to_owned(),
             parameters: vec![],
             expect: Expect::Rows,
+            transaction: None,
         })
         .await
         .expect("gateway is running");

@@ -1,0 +1,270 @@
+//! Running one checked statement: on any of the plugin's connections (with the session reset
+//! pipelined behind it) or inside an open transaction, cancelled at the call time limit, with
+//! results bounded in rows and bytes as they stream in.
+
+use super::*;
+
+/// Runs a checked statement inside an open transaction, after the statements before it.
+pub(super) async fn run_in_transaction(
+    transaction: &OpenTransaction,
+    checked: &CheckedStatement,
+    opener: &ConnectionOpener,
+    parameters: &[Value],
+    expect: Expect,
+    limits: ResultLimits,
+    deadline: tokio::time::Instant,
+) -> Result<SqlOutcome> {
+    if checked.changes_schema && !checked.shared_tables.is_empty() {
+        // Lending a shared table to the plugin's role takes a lock this transaction may hold.
+        return Err(Error::SqlNotAllowed {
+            reason: format!(
+                "the shape of shared table '{}' is changed outside transactions, with executeCommand",
+                checked.shared_tables.join("', '")
+            ),
+        });
+    }
+    let outcome = transaction
+        .run(async |client| {
+            check_dropped_indexes(client, checked, &opener.grants).await?;
+            let cancel = CancelOnDrop(Some(client.cancel_token()));
+            match tokio::time::timeout_at(
+                deadline,
+                run_checked(client, checked, parameters, expect, limits),
+            )
+            .await
+            {
+                Ok(outcome) => {
+                    cancel.finished();
+                    outcome
+                }
+                Err(_) => Err(statement_timed_out("the statement ran")),
+            }
+        })
+        .await;
+    if checked.changes_schema {
+        if let Some(connections) = opener.connections.get() {
+            connections.pool.manager().clear_statement_caches();
+        }
+    }
+    outcome
+}
+
+/// The most a query may return to a plugin.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ResultLimits {
+    pub(super) max_rows: usize,
+    pub(super) max_bytes: usize,
+}
+
+/// Gets one of the plugin's connections before `deadline`.
+pub(super) async fn connection(
+    pool: &PluginConnectionPool,
+    deadline: tokio::time::Instant,
+) -> Result<deadpool::managed::Object<PluginConnectionManager>> {
+    match tokio::time::timeout_at(deadline, pool.get()).await {
+        Ok(Ok(connection)) => Ok(connection),
+        Ok(Err(deadpool::managed::PoolError::Backend(ConnectionError::Postgres(error)))) => {
+            Err(database_error(error))
+        }
+        Ok(Err(error)) => Err(Error::Database {
+            sqlstate: CONNECTION_FAILURE.to_owned(),
+            message: format!("cannot get a database connection: {error}"),
+        }),
+        Err(_) => Err(statement_timed_out(
+            "waiting for one of the plugin's connections",
+        )),
+    }
+}
+
+pub(super) fn statement_timed_out(doing: &str) -> Error {
+    Error::Database {
+        sqlstate: QUERY_CANCELED.to_owned(),
+        message: format!("canceling statement: the plugin's call time limit passed while {doing}"),
+    }
+}
+
+/// `DROP INDEX` needs `owner` on the index's table, which only the catalog knows.
+pub(super) async fn check_dropped_indexes(
+    client: &ClientWrapper,
+    checked: &CheckedStatement,
+    grants: &ResourceGrants,
+) -> Result<()> {
+    for index in &checked.dropped_indexes {
+        let table: Option<String> = client
+            .query_opt(
+                "SELECT tables.relname FROM pg_index ix \
+                 JOIN pg_class indexes ON indexes.oid = ix.indexrelid \
+                 JOIN pg_class tables ON tables.oid = ix.indrelid \
+                 WHERE indexes.relname = $1 AND indexes.relnamespace = 'public'::regnamespace",
+                &[index],
+            )
+            .await
+            .map_err(database_error)?
+            .map(|row| row.get(0));
+        let Some(table) = table else {
+            // No such index: PostgreSQL says so when the statement runs.
+            continue;
+        };
+        match grants
+            .grants(ResourceKind::Table)
+            .iter()
+            .find(|grant| grant.physical == table)
+        {
+            Some(grant) => grant.require(ResourceKind::Table, AccessLevel::Owner)?,
+            None => {
+                return Err(Error::SqlNotAllowed {
+                    reason: format!("index '{index}' belongs to a table the plugin is not granted"),
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Cancels the statement on the server when its future is dropped before it finished (the
+/// call timed out, the plugin was unloaded), so that no backend keeps running it.
+pub(super) struct CancelOnDrop(Option<tokio_postgres::CancelToken>);
+
+impl CancelOnDrop {
+    fn finished(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let (Some(token), Ok(runtime)) = (self.0.take(), tokio::runtime::Handle::try_current()) {
+            runtime.spawn(async move {
+                let _ = token.cancel_query(NoTls).await;
+            });
+        }
+    }
+}
+
+/// Runs a checked statement on one of the plugin's connections, cancelled at `deadline`.
+pub(super) async fn run_statement(
+    pool: &PluginConnectionPool,
+    checked: &CheckedStatement,
+    parameters: &[Value],
+    expect: Expect,
+    limits: ResultLimits,
+    deadline: tokio::time::Instant,
+) -> Result<SqlOutcome> {
+    let connection = connection(pool, deadline).await?;
+    let client = &connection.client;
+    let cancel = CancelOnDrop(Some(client.cancel_token()));
+    let work = run_checked(client, checked, parameters, expect, limits);
+    // The session reset is sent right behind the statement on the same connection (tokio-postgres
+    // pipelines them), so the connection goes back to the pool clean without a round trip of its
+    // own at the next checkout.
+    let with_reset = async { futures::join!(work, client.batch_execute(SESSION_RESET)) };
+    let outcome = match tokio::time::timeout_at(deadline, with_reset).await {
+        Ok((outcome, reset)) => {
+            cancel.finished();
+            if let Err(error) = reset {
+                tracing::warn!(%error, "a plugin connection could not be reset; it is closed");
+                let _ = deadpool::managed::Object::take(connection);
+                return outcome;
+            }
+            outcome
+        }
+        Err(_) => {
+            // Dropping `cancel` cancels the statement on the server; the connection, whose
+            // reset may not have run, is closed rather than reused.
+            let _ = deadpool::managed::Object::take(connection);
+            return Err(statement_timed_out("the statement ran"));
+        }
+    }?;
+    if checked.changes_schema {
+        pool.manager().clear_statement_caches();
+    }
+    Ok(outcome)
+}
+
+/// Prepares (or recalls) a checked statement and runs it on `client`.
+pub(super) async fn run_checked(
+    client: &ClientWrapper,
+    checked: &CheckedStatement,
+    parameters: &[Value],
+    expect: Expect,
+    limits: ResultLimits,
+) -> Result<SqlOutcome> {
+    let statement = prepare(client, checked).await?;
+    match run_prepared(client, &statement, parameters, expect, limits).await {
+        Err(error) if is_stale_plan(&error) => {
+            // PostgreSQL refused before running anything, so running again is safe.
+            drop(statement);
+            client.statement_cache.remove(&checked.sql, &[]);
+            let statement = prepare(client, checked).await?;
+            run_prepared(client, &statement, parameters, expect, limits).await
+        }
+        outcome => outcome,
+    }
+}
+
+pub(super) async fn prepare(
+    client: &ClientWrapper,
+    checked: &CheckedStatement,
+) -> Result<Statement> {
+    if checked.changes_schema {
+        return client.prepare(&checked.sql).await.map_err(database_error);
+    }
+    let statement = client
+        .prepare_cached(&checked.sql)
+        .await
+        .map_err(database_error)?;
+    if client.statement_cache.size() > MAX_PREPARED_PER_CONNECTION {
+        client.statement_cache.clear();
+    }
+    Ok(statement)
+}
+
+pub(super) async fn run_prepared(
+    client: &ClientWrapper,
+    statement: &Statement,
+    parameters: &[Value],
+    expect: Expect,
+    limits: ResultLimits,
+) -> Result<SqlOutcome> {
+    let parameters = bind_parameters(statement.params(), parameters)?;
+    match expect {
+        Expect::Affected => client
+            .execute_raw(statement, parameters.iter())
+            .await
+            .map(SqlOutcome::Affected)
+            .map_err(database_error),
+        Expect::Rows => {
+            let stream = client
+                .query_raw(statement, parameters.iter())
+                .await
+                .map_err(database_error)?;
+            let mut stream = std::pin::pin!(stream);
+            let mut rows = Vec::new();
+            let mut bytes = 0usize;
+            // Counted as rows arrive, so that a large result is refused before it is held.
+            while let Some(row) = stream.try_next().await.map_err(database_error)? {
+                bytes = bytes.saturating_add(raw_size(&row));
+                if rows.len() >= limits.max_rows {
+                    return Err(Error::ResultTooLarge {
+                        limit: format!("{} rows (WARDEN_DATABASE_MAX_ROWS)", limits.max_rows),
+                    });
+                }
+                if bytes > limits.max_bytes {
+                    return Err(Error::ResultTooLarge {
+                        limit: format!(
+                            "{} bytes (WARDEN_DATABASE_MAX_RESULT_BYTES)",
+                            limits.max_bytes
+                        ),
+                    });
+                }
+                rows.push(row_to_json(&row)?);
+            }
+            Ok(SqlOutcome::Rows(rows))
+        }
+    }
+}
+
+pub(super) fn is_stale_plan(error: &Error) -> bool {
+    matches!(error, Error::Database { sqlstate, message }
+        if sqlstate == "0A000" && message.starts_with(STALE_PLAN_MESSAGE))
+}
