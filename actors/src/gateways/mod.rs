@@ -91,6 +91,14 @@ impl PluginGateways {
     /// Closes what the gateways hold open for a version that is gone: its database
     /// connections, which would otherwise count against its role's connection limit until they
     /// idled out.
+    /// Closes the idle database connections of a version being replaced (it may come back if
+    /// the replacement is refused).
+    pub fn release_idle_connections(&self) {
+        if let Some(database) = &self.database {
+            database.do_send(database::ReleaseIdleConnections);
+        }
+    }
+
     pub fn close(&self) {
         if let Some(database) = &self.database {
             database.do_send(database::CloseDatabaseGateway);

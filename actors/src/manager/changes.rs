@@ -129,6 +129,7 @@ impl Core {
             other => other,
         };
         let started = async {
+            self.claim_prefix(name, grants).await;
             ensure_resources(&gateways)
                 .await
                 .map_err(initialize_failed)?;
@@ -148,6 +149,26 @@ impl Core {
         }
     }
 
+    /// Claims the name prefix of a plugin that holds resources of its own, before anything is
+    /// created under it: tables its migrations or its `initialize` made stay even when the load
+    /// is then refused, and no later plugin whose prefix overlaps may inherit them.
+    async fn claim_prefix(&self, name: &str, grants: &ResourceGrants) {
+        let holds_resources = [
+            ResourceKind::Table,
+            ResourceKind::Topic,
+            ResourceKind::Bucket,
+        ]
+        .iter()
+        .any(|kind| grants.grants(*kind).iter().any(|grant| !grant.shared));
+        if holds_resources && !self.registry.borrow().claimed_prefixes.contains(name) {
+            self.persist_claim(name).await;
+            self.registry
+                .borrow_mut()
+                .claimed_prefixes
+                .insert(name.to_owned());
+        }
+    }
+
     /// Records a running instance in the registry, the directory and the state store.
     /// `overrides` are the new ones given with the change (`Some(default)` removes them).
     pub(super) async fn commit(
@@ -161,20 +182,6 @@ impl Core {
         let name = prepared.description.manifest.name.clone();
         let reloaded = self.registry.borrow().plugins.contains_key(&name);
         self.persist_loaded(&name, prepared.source.as_deref()).await;
-        let holds_resources = [
-            ResourceKind::Table,
-            ResourceKind::Topic,
-            ResourceKind::Bucket,
-        ]
-        .iter()
-        .any(|kind| grants.grants(*kind).iter().any(|grant| !grant.shared));
-        if holds_resources && !self.registry.borrow().claimed_prefixes.contains(&name) {
-            self.persist_claim(&name).await;
-            self.registry
-                .borrow_mut()
-                .claimed_prefixes
-                .insert(name.clone());
-        }
         if let Some(overrides) = &overrides {
             let stored =
                 Some(overrides).filter(|overrides| **overrides != ResourceOverrides::default());
@@ -351,6 +358,7 @@ impl Core {
             .borrow_mut()
             .set_state(&name, PluginState::Stopping);
         let _ = old_actor.send(StopInstance { cleanup: true }).await;
+        old_gateways.release_idle_connections();
         let gateways = match self.start_instance(&prepared, &grants).await {
             Ok(gateways) => gateways,
             Err(error) => {

@@ -17,6 +17,7 @@ export default function bootstrap(host) {
     then: Promise.prototype.then,
     hasOwn: Object.prototype.hasOwnProperty,
     String,
+    Promise,
   };
   const hasOwn = (object, key) => builtins.hasOwn.call(object, key);
 
@@ -205,7 +206,7 @@ export default function bootstrap(host) {
   // `start(id)` hands the operation to the host and returns its refusal, if any.
   function trackOperation(start) {
     const id = state.nextOp++;
-    return new Promise((resolve, reject) => {
+    return new builtins.Promise((resolve, reject) => {
       state.ops.set(id, { resolve, reject });
       const refused = start(id);
       if (refused !== undefined && refused !== null) {

@@ -33,6 +33,8 @@ mod lifecycle;
 /// A plugin's data over time: migrations applied once, in order and in one transaction,
 /// listed and planned; transactions committed, rolled back, and ended by Warden.
 mod plugin_data;
+/// Attacks on migrations and transactions by hostile plugins and careless clients.
+mod plugin_data_attacks;
 /// Attacks a hostile plugin would send, by family: each refused with a typed error, nothing read,
 /// written or harmed, and the database role refusing the same SQL run without the guard.
 mod red_team;

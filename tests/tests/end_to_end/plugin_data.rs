@@ -15,7 +15,7 @@ const PATIENCE: Duration = Duration::from_secs(30);
 
 /// Warden's own database user on the local stack: a member of every plugin role, so it sees
 /// their sessions in `pg_stat_activity`.
-fn warden_user() -> String {
+pub(crate) fn warden_user() -> String {
     let url = local_stack_env()
         .into_iter()
         .find(|(key, _)| key == "WARDEN_DATABASE_URL")
@@ -30,7 +30,7 @@ fn warden_user() -> String {
 }
 
 /// One value PostgreSQL prints for `sql`, run as Warden's user without Warden.
-fn scalar(sql: &str) -> String {
+pub(crate) fn scalar(sql: &str) -> String {
     let (ok, text) = psql_as(&warden_user(), sql);
     assert!(ok, "{sql}: {text}");
     text.trim().to_string()
@@ -38,7 +38,12 @@ fn scalar(sql: &str) -> String {
 
 /// A plugin with `migrations` (a JavaScript array literal) whose `execute({sql, params,
 /// command})` runs one statement.
-fn migrating_plugin(name: &str, version: &str, tables: &[&str], migrations: &str) -> String {
+pub(crate) fn migrating_plugin(
+    name: &str,
+    version: &str,
+    tables: &[&str],
+    migrations: &str,
+) -> String {
     format!(
         r#"
 export default {{
@@ -55,17 +60,17 @@ export default {{
     )
 }
 
-fn sha256(text: &str) -> String {
+pub(crate) fn sha256(text: &str) -> String {
     warden_runtime::sha256_hex(text.as_bytes())
 }
 
-async fn migrations_of(api: &Admin, name: &str) -> Vec<Value> {
+pub(crate) async fn migrations_of(api: &Admin, name: &str) -> Vec<Value> {
     let (status, body) = api.get(&format!("/plugins/{name}/migrations")).await;
     assert_eq!(status, 200, "{body}");
     body["migrations"].as_array().unwrap().clone()
 }
 
-fn ids_and_states(migrations: &[Value]) -> Vec<(String, String)> {
+pub(crate) fn ids_and_states(migrations: &[Value]) -> Vec<(String, String)> {
     migrations
         .iter()
         .map(|migration| {
@@ -77,14 +82,15 @@ fn ids_and_states(migrations: &[Value]) -> Vec<(String, String)> {
         .collect()
 }
 
-fn pairs(expected: &[(&str, &str)]) -> Vec<(String, String)> {
+pub(crate) fn pairs(expected: &[(&str, &str)]) -> Vec<(String, String)> {
     expected
         .iter()
         .map(|(id, state)| (id.to_string(), state.to_string()))
         .collect()
 }
 
-const CREATE_ITEMS: &str = "CREATE TABLE items (id INT PRIMARY KEY, label TEXT NOT NULL)";
+pub(crate) const CREATE_ITEMS: &str =
+    "CREATE TABLE items (id INT PRIMARY KEY, label TEXT NOT NULL)";
 const SEED_ITEMS: &str =
     "INSERT INTO items VALUES (1, 'first'); CREATE INDEX items_by_label ON items (label);";
 
@@ -565,7 +571,7 @@ async fn migration_lists_are_checked_at_load_without_any_service() {
 
 /// A plugin whose `execute(input)` runs the JavaScript in `input.script` as an async function
 /// of `db` (its `context.database`) and `self` (the plugin object), for transaction tests.
-fn scripted_plugin(name: &str, tables: &[&str]) -> String {
+pub(crate) fn scripted_plugin(name: &str, tables: &[&str]) -> String {
     format!(
         r#"
 export default {{
@@ -582,11 +588,11 @@ export default {{
     )
 }
 
-async fn script(api: &Admin, name: &str, script: &str) -> (u16, Value) {
+pub(crate) async fn script(api: &Admin, name: &str, script: &str) -> (u16, Value) {
     api.execute(name, json!({ "script": script })).await
 }
 
-fn balances(name: &str) -> String {
+pub(crate) fn balances(name: &str) -> String {
     scalar(&format!(
         "SELECT string_agg(balance::text, ',' ORDER BY id) FROM public.\"{name}_accounts\""
     ))
@@ -737,7 +743,7 @@ async fn read_only_and_serializable_transactions_fail_as_postgresql_says() {
 }
 
 /// The sessions of `role` that are inside a transaction now.
-fn open_transactions_of(role: &str) -> i64 {
+pub(crate) fn open_transactions_of(role: &str) -> i64 {
     scalar(&format!(
         "SELECT count(*) FROM pg_stat_activity WHERE usename = '{role}' AND xact_start IS NOT NULL"
     ))
@@ -747,7 +753,7 @@ fn open_transactions_of(role: &str) -> i64 {
 
 /// Starts, from a timer (outside any call), a transaction that updates account 1 and then
 /// never settles.
-const HANGING_TRANSACTION: &str = r#"
+pub(crate) const HANGING_TRANSACTION: &str = r#"
     setTimeout(() => {
       db.transaction(async (tx) => {
         self.tx = tx;

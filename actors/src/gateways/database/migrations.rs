@@ -33,8 +33,11 @@ use super::{
 /// operator to run by hand.
 const MIGRATION_TIME_LIMIT: Duration = Duration::from_secs(60);
 
-/// The records, made by Warden's user. Row-level security is on: a plugin role, which does not
-/// own the table, sees and adds only the rows its policy allows.
+/// The records, made by Warden's user. Row-level security is on, with one policy for every
+/// plugin role (which does not own the table): a role `{database}.{plugin}` sees and adds only
+/// the rows of its plugin. Being the same for all plugins, it is made once, with the table, so
+/// a plugin's first batch needs only grants, never a lock on the table that other plugins'
+/// batches hold.
 const CREATE_RECORDS: &str = "CREATE SCHEMA IF NOT EXISTS warden;
     CREATE TABLE IF NOT EXISTS warden.plugin_migrations (
         plugin text NOT NULL,
@@ -44,7 +47,18 @@ const CREATE_RECORDS: &str = "CREATE SCHEMA IF NOT EXISTS warden;
         plugin_version text NOT NULL,
         PRIMARY KEY (plugin, id)
     );
-    ALTER TABLE warden.plugin_migrations ENABLE ROW LEVEL SECURITY";
+    ALTER TABLE warden.plugin_migrations ENABLE ROW LEVEL SECURITY;
+    DROP POLICY IF EXISTS own_rows ON warden.plugin_migrations;
+    CREATE POLICY own_rows ON warden.plugin_migrations
+        USING (current_user = current_database() || '.' || plugin)
+        WITH CHECK (current_user = current_database() || '.' || plugin)";
+
+/// Whether the records table, its row-level security and its policy are in place (catalog
+/// reads only: no lock on the table).
+const RECORDS_READY: &str = "SELECT EXISTS (SELECT 1 FROM pg_class
+        WHERE oid = to_regclass('warden.plugin_migrations') AND relrowsecurity)
+    AND EXISTS (SELECT 1 FROM pg_policies
+        WHERE schemaname = 'warden' AND tablename = 'plugin_migrations' AND policyname = 'own_rows')";
 
 const SELECT_RECORDS: &str = "SELECT id, checksum, applied_at FROM warden.plugin_migrations \
      WHERE plugin = $1 ORDER BY applied_at, id";
@@ -353,22 +367,52 @@ async fn read_records(backend: &DatabaseBackend, plugin: &str) -> Result<Vec<Mig
         .collect())
 }
 
-/// What Warden's user runs once per plugin and process before its first batch: the records
-/// table, and for a plugin role the right to read and add its own rows.
-pub(super) fn records_setup_sql(plugin: &str, role: Option<&str>) -> String {
-    let mut sql = CREATE_RECORDS.to_owned();
-    if let Some(role) = role {
-        let role = quote_identifier(role);
-        let plugin = plugin.replace('\'', "''");
-        sql.push_str(&format!(
-            "; GRANT USAGE ON SCHEMA warden TO {role}; \
-             GRANT SELECT, INSERT ON warden.plugin_migrations TO {role}; \
-             DROP POLICY IF EXISTS {role} ON warden.plugin_migrations; \
-             CREATE POLICY {role} ON warden.plugin_migrations TO {role} \
-             USING (plugin = '{plugin}') WITH CHECK (plugin = '{plugin}')"
-        ));
+/// The grants a plugin role needs on the records: read and add (its own rows, by the policy).
+pub(super) fn records_grant_sql(role: &str) -> String {
+    let role = quote_identifier(role);
+    format!(
+        "GRANT USAGE ON SCHEMA warden TO {role}; \
+         GRANT SELECT, INSERT ON warden.plugin_migrations TO {role}"
+    )
+}
+
+/// Makes the records table ready (once per database) and lets `role` use it (once per role),
+/// on Warden's own connection inside its role-changes transaction. Nothing is altered that is
+/// already in place.
+pub(super) async fn prepare_records(
+    admin: &deadpool_postgres::Transaction<'_>,
+    role: Option<&str>,
+) -> Result<()> {
+    let ready: bool = admin
+        .query_one(RECORDS_READY, &[])
+        .await
+        .map_err(database_error)?
+        .get(0);
+    if !ready {
+        admin
+            .batch_execute(CREATE_RECORDS)
+            .await
+            .map_err(database_error)?;
     }
-    sql
+    let Some(role) = role else {
+        return Ok(());
+    };
+    let granted: bool = admin
+        .query_one(
+            "SELECT has_schema_privilege($1, 'warden', 'USAGE') \
+             AND has_table_privilege($1, 'warden.plugin_migrations', 'SELECT, INSERT')",
+            &[&role],
+        )
+        .await
+        .map_err(database_error)?
+        .get(0);
+    if !granted {
+        admin
+            .batch_execute(&records_grant_sql(role))
+            .await
+            .map_err(database_error)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -449,10 +493,13 @@ mod tests {
     }
 
     #[test]
-    fn a_role_gets_its_own_rows_only() {
-        let sql = records_setup_sql("shop", Some("warden_test_shop"));
-        assert!(sql.contains("CREATE POLICY \"warden_test_shop\""));
-        assert!(sql.contains("USING (plugin = 'shop') WITH CHECK (plugin = 'shop')"));
-        assert!(!records_setup_sql("shop", None).contains("POLICY"));
+    fn roles_get_grants_and_one_policy_keeps_each_to_its_rows() {
+        let sql = records_grant_sql("warden_test.shop");
+        assert!(
+            sql.contains("ON warden.plugin_migrations TO \"warden_test.shop\""),
+            "{sql}"
+        );
+        assert!(!sql.contains("POLICY"));
+        assert!(CREATE_RECORDS.contains("current_user = current_database() || '.' || plugin"));
     }
 }

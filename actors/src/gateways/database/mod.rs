@@ -383,6 +383,23 @@ impl Actor for DatabaseGateway {
     }
 }
 
+/// Closes the gateway's idle connections, so that the next version of its plugin, whose pool
+/// logs in as the same role, finds the role's connection limit free while this one stays
+/// ready to serve again (a refused reload restores it).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ReleaseIdleConnections;
+
+impl Handler<ReleaseIdleConnections> for DatabaseGateway {
+    type Result = ();
+
+    fn handle(&mut self, _: ReleaseIdleConnections, _: &mut Self::Context) {
+        if let Some(connections) = self.connections.get().filter(|pool| pool.role.is_some()) {
+            connections.pool.retain(|_, _| false);
+        }
+    }
+}
+
 /// Stops the gateway now: its plugin's version is gone (unloaded, replaced by a reload, refused
 /// at load, or a plan that is over), so its connections are closed rather than left idle.
 #[derive(Message)]

@@ -234,8 +234,8 @@ impl PluginDatabaseAccess {
     /// makes sure its role exists with a fresh password and no privilege beyond its grants,
     /// hands it its private tables and mirrors its levels on shared tables.
     ///
-    /// A `rehearsal` (a migration plan) leaves the grants of shared tables as they are, so that
-    /// planning a version that asks for more changes no privilege.
+    /// A `rehearsal` (a migration plan) leaves table owners and the grants of shared tables as
+    /// they are, so that planning a version that asks for more changes no privilege.
     pub(super) async fn prepare(
         &self,
         plugin: &str,
@@ -337,7 +337,8 @@ impl PluginDatabaseAccess {
             .await
             .map_err(|error| role_error(&role, "cannot grant the database to", error))?;
         for grant in grants.grants(ResourceKind::Table) {
-            if grant.shared && rehearsal {
+            // A rehearsal (a plan) hands over no table and grants nothing on shared ones.
+            if rehearsal {
                 continue;
             }
             if grant.shared {
@@ -390,11 +391,16 @@ impl PluginDatabaseAccess {
         }
         let mut client = self.admin_client().await?;
         let admin = locked_transaction(&mut client).await?;
-        admin
-            .batch_execute(&super::migrations::records_setup_sql(plugin, role))
+        super::migrations::prepare_records(&admin, role)
             .await
-            .map_err(|error| {
-                role_error(plugin, "cannot prepare the migration records of", error)
+            .map_err(|error| match error {
+                Error::Database { sqlstate, message } => Error::Database {
+                    sqlstate,
+                    message: format!(
+                        "cannot prepare the migration records of '{plugin}': {message}"
+                    ),
+                },
+                other => other,
             })?;
         admin.commit().await.map_err(database_error)?;
         self.migration_records
