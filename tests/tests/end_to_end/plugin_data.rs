@@ -592,6 +592,25 @@ pub(crate) async fn script(api: &Admin, name: &str, script: &str) -> (u16, Value
     api.execute(name, json!({ "script": script })).await
 }
 
+/// Loads a scripted plugin (`accounts` with balances 100 and 100) in `warden`; answers its
+/// database role.
+pub(crate) async fn load_scripted(warden: &WardenProcess, name: &str) -> String {
+    warden.write_plugin(&format!("{name}.js"), &scripted_plugin(name, &["accounts"]));
+    let api = &warden.admin();
+    let (status, body) = api.load(&format!("{name}.js")).await;
+    assert_eq!(status, 201, "{body}");
+    api.plugin(name).await["databaseRole"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Unloads a scripted plugin and drops its table.
+pub(crate) async fn unload_scripted(api: &Admin, name: &str) {
+    unload(api, name).await;
+    scalar(&format!("DROP TABLE public.\"{name}_accounts\""));
+}
+
 pub(crate) fn balances(name: &str) -> String {
     scalar(&format!(
         "SELECT string_agg(balance::text, ',' ORDER BY id) FROM public.\"{name}_accounts\""
@@ -602,12 +621,8 @@ pub(crate) fn balances(name: &str) -> String {
 async fn a_transaction_commits_on_resolve_and_rolls_back_on_reject_with_the_same_error() {
     let name = unique("txbasic");
     let warden = start(&[], &[]);
-    warden.write_plugin(
-        &format!("{name}.js"),
-        &scripted_plugin(&name, &["accounts"]),
-    );
     let api = &warden.admin();
-    assert_eq!(api.load(&format!("{name}.js")).await.0, 201);
+    load_scripted(&warden, &name).await;
 
     let (status, body) = script(
         api,
@@ -667,20 +682,15 @@ async fn a_transaction_commits_on_resolve_and_rolls_back_on_reject_with_the_same
         "{body}"
     );
     assert_eq!(balances(&name), "70,130");
-    unload(api, &name).await;
-    scalar(&format!("DROP TABLE public.\"{name}_accounts\""));
+    unload_scripted(api, &name).await;
 }
 
 #[actix_rt::test]
 async fn a_closed_transaction_and_sql_transaction_control_are_refused() {
     let name = unique("txclosed");
     let warden = start(&[], &[]);
-    warden.write_plugin(
-        &format!("{name}.js"),
-        &scripted_plugin(&name, &["accounts"]),
-    );
     let api = &warden.admin();
-    assert_eq!(api.load(&format!("{name}.js")).await.0, 201);
+    load_scripted(&warden, &name).await;
     let (_, body) = script(api, &name, r#"
         let kept;
         await db.transaction(async (tx) => { kept = tx; });
@@ -701,20 +711,15 @@ async fn a_closed_transaction_and_sql_transaction_control_are_refused() {
         json!({"after": "TransactionClosedError", "control": ["SqlNotAllowedError"], "options": ["TypeError"], "notAFunction": "TypeError"}),
         "{body}"
     );
-    unload(api, &name).await;
-    scalar(&format!("DROP TABLE public.\"{name}_accounts\""));
+    unload_scripted(api, &name).await;
 }
 
 #[actix_rt::test]
 async fn read_only_and_serializable_transactions_fail_as_postgresql_says() {
     let name = unique("txiso");
     let warden = start(&[], &[]);
-    warden.write_plugin(
-        &format!("{name}.js"),
-        &scripted_plugin(&name, &["accounts"]),
-    );
     let api = &warden.admin();
-    assert_eq!(api.load(&format!("{name}.js")).await.0, 201);
+    load_scripted(&warden, &name).await;
     let (_, body) = script(api, &name, r#"
         return db.transaction((tx) => tx.executeCommand("UPDATE accounts SET balance = 1"), { readOnly: true })
           .then(() => "wrote", (e) => e.name + " " + e.code);"#).await;
@@ -738,8 +743,7 @@ async fn read_only_and_serializable_transactions_fail_as_postgresql_says() {
         json!(["DatabaseError 40001", "committed"]),
         "{body}"
     );
-    unload(api, &name).await;
-    scalar(&format!("DROP TABLE public.\"{name}_accounts\""));
+    unload_scripted(api, &name).await;
 }
 
 /// The sessions of `role` that are inside a transaction now.
@@ -814,12 +818,8 @@ async fn warden_rolls_back_a_transaction_at_the_time_limit_and_at_unload() {
 async fn a_reload_rolls_back_what_the_previous_version_left_open() {
     let name = unique("txreload");
     let warden = start(&[], &[]);
-    warden.write_plugin(
-        &format!("{name}.js"),
-        &scripted_plugin(&name, &["accounts"]),
-    );
     let api = &warden.admin();
-    assert_eq!(api.load(&format!("{name}.js")).await.0, 201);
+    load_scripted(&warden, &name).await;
     let role = api.plugin(&name).await["databaseRole"]
         .as_str()
         .unwrap()
@@ -837,20 +837,15 @@ async fn a_reload_rolls_back_what_the_previous_version_left_open() {
     let (_, body) = script(api, &name, "return db.transaction((tx) => tx.executeCommand('UPDATE accounts SET balance = 5 WHERE id = 2'));").await;
     assert_eq!(body["result"], 1, "{body}");
     assert_eq!(balances(&name), "100,5");
-    unload(api, &name).await;
-    scalar(&format!("DROP TABLE public.\"{name}_accounts\""));
+    unload_scripted(api, &name).await;
 }
 
 #[actix_rt::test]
 async fn database_errors_carry_their_sqlstate_in_code() {
     let name = unique("txcode");
     let warden = start(&[], &[]);
-    warden.write_plugin(
-        &format!("{name}.js"),
-        &scripted_plugin(&name, &["accounts"]),
-    );
     let api = &warden.admin();
-    assert_eq!(api.load(&format!("{name}.js")).await.0, 201);
+    load_scripted(&warden, &name).await;
     let (_, body) = script(api, &name, r#"
         const error = await db.executeCommand("INSERT INTO accounts VALUES (1, 1)").catch((e) => e);
         return { name: error.name, code: error.code, inMessage: error.message.includes(error.code) };"#).await;
@@ -866,6 +861,5 @@ async fn database_errors_carry_their_sqlstate_in_code() {
     )
     .await;
     assert_plugin_error(&answer, "TableAccessDeniedError");
-    unload(api, &name).await;
-    scalar(&format!("DROP TABLE public.\"{name}_accounts\""));
+    unload_scripted(api, &name).await;
 }

@@ -14,8 +14,8 @@ use warden_tests::{assert_error, wait_until, Admin, WardenProcess};
 
 use crate::gateways::{sql_plugin, start, unique, unload};
 use crate::plugin_data::{
-    balances, ids_and_states, migrating_plugin, migrations_of, open_transactions_of, scalar,
-    script, scripted_plugin, sha256, CREATE_ITEMS, HANGING_TRANSACTION,
+    balances, ids_and_states, load_scripted, migrating_plugin, migrations_of, open_transactions_of,
+    scalar, script, scripted_plugin, sha256, CREATE_ITEMS, HANGING_TRANSACTION,
 };
 use crate::red_team::psql_as;
 
@@ -59,15 +59,6 @@ fn records_of(plugin: &str) -> String {
         "SELECT coalesce(string_agg(id || ':' || checksum, ',' ORDER BY id), '') \
          FROM warden.plugin_migrations WHERE plugin = '{plugin}'"
     ))
-}
-
-/// Loads a scripted plugin (`accounts` with balances 100 and 100) in `warden`; answers its role.
-async fn load_scripted(warden: &WardenProcess, name: &str) -> String {
-    warden.write_plugin(&format!("{name}.js"), &scripted_plugin(name, &["accounts"]));
-    let api = &warden.admin();
-    let (status, body) = api.load(&format!("{name}.js")).await;
-    assert_eq!(status, 201, "{body}");
-    role_of(api, name).await
 }
 
 /// Runs `body` (the inside of an async function of `db` and `self`) from a timer, outside any
