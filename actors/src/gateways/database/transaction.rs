@@ -195,6 +195,10 @@ impl OpenTransaction {
 #[derive(Default)]
 pub(super) struct PluginTransactions {
     next_id: u64,
+    /// How many times every open transaction was abandoned with its instance: a transaction
+    /// still waiting for its connection when that happened belongs to the instance that is
+    /// gone, and is not opened.
+    abandonments: u64,
     open: HashMap<u64, (Rc<OpenTransaction>, Option<SpawnHandle>)>,
 }
 
@@ -231,6 +235,10 @@ impl PluginTransactions {
             context.cancel_future(timer);
         }
         Some(transaction)
+    }
+
+    pub(super) fn abandonments(&self) -> u64 {
+        self.abandonments
     }
 
     /// Takes every one out, without touching timers (for a gateway that is stopping).
@@ -280,6 +288,7 @@ impl Handler<BeginTransaction> for DatabaseGateway {
     type Result = ResponseActFuture<Self, Result<u64>>;
 
     fn handle(&mut self, message: BeginTransaction, _: &mut Self::Context) -> Self::Result {
+        let abandonments = self.transactions.abandonments();
         let opener = self.connection_opener();
         let limit = opener.access.settings().statement_timeout;
         let begin = async move {
@@ -289,7 +298,14 @@ impl Handler<BeginTransaction> for DatabaseGateway {
             Ok(OpenTransaction::new(held, message.options))
         };
         Box::pin(begin.into_actor(self).map(move |opened, gateway, context| {
-            let id = gateway.transactions.insert(opened?);
+            let opened = opened?;
+            if gateway.transactions.abandonments() != abandonments {
+                // Its instance is gone; the connection, which saw no BEGIN, is closed with it.
+                return Err(Error::TransactionClosed {
+                    reason: ABANDONED_WITH_INSTANCE.to_owned(),
+                });
+            }
+            let id = gateway.transactions.insert(opened);
             let timer = context.run_later(limit, move |gateway, context| {
                 if let Some(transaction) = gateway.transactions.remove(id, context) {
                     count_abandoned(&gateway.plugin, ABANDONED_AT_TIME_LIMIT);
@@ -325,6 +341,7 @@ impl Handler<AbandonTransactions> for DatabaseGateway {
     type Result = ();
 
     fn handle(&mut self, _: AbandonTransactions, context: &mut Self::Context) {
+        self.transactions.abandonments += 1;
         let ids: Vec<u64> = self.transactions.open.keys().copied().collect();
         let abandoned: Vec<_> = ids
             .into_iter()
