@@ -60,6 +60,21 @@ export default {{
     )
 }
 
+/// Writes `<name>.js`, a [`migrating_plugin`] with `migrations` (JSON), into `warden`'s plugins
+/// directory.
+pub(crate) fn write_migrating(
+    warden: &WardenProcess,
+    name: &str,
+    version: &str,
+    tables: &[&str],
+    migrations: &Value,
+) {
+    warden.write_plugin(
+        &format!("{name}.js"),
+        &migrating_plugin(name, version, tables, &migrations.to_string()),
+    );
+}
+
 pub(crate) fn sha256(text: &str) -> String {
     warden_runtime::sha256_hex(text.as_bytes())
 }
@@ -297,14 +312,12 @@ async fn every_migration_statement_passes_the_sql_guard() {
         ),
     ] {
         let file = format!("{name}.js");
-        warden.write_plugin(
-            &file,
-            &migrating_plugin(
-                &name,
-                "1.0.0",
-                &["items"],
-                &json!([{"id": "001", "sql": sql}]).to_string(),
-            ),
+        write_migrating(
+            &warden,
+            &name,
+            "1.0.0",
+            &["items"],
+            &json!([{"id": "001", "sql": sql}]),
         );
         let answer = api.load(&file).await;
         assert_error(&answer, 422, "migration_failed");

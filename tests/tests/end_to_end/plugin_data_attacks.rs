@@ -15,7 +15,7 @@ use warden_tests::{assert_error, wait_until, Admin, WardenProcess};
 use crate::gateways::{sql_plugin, start, unique, unload};
 use crate::plugin_data::{
     balances, ids_and_states, load_scripted, migrating_plugin, migrations_of, open_transactions_of,
-    scalar, script, scripted_plugin, sha256, CREATE_ITEMS, HANGING_TRANSACTION,
+    scalar, script, scripted_plugin, sha256, write_migrating, CREATE_ITEMS, HANGING_TRANSACTION,
 };
 use crate::red_team::psql_as;
 
@@ -125,14 +125,12 @@ async fn migration_sql_splits_only_at_the_semicolons_postgresql_would() {
                -- the last line; no newline after it";
     let warden = start(&[], &[]);
     let api = &warden.admin();
-    warden.write_plugin(
-        &format!("{name}.js"),
-        &migrating_plugin(
-            &name,
-            "1.0.0",
-            &["notes"],
-            &json!([{"id": "001_notes", "sql": sql}]).to_string(),
-        ),
+    write_migrating(
+        &warden,
+        &name,
+        "1.0.0",
+        &["notes"],
+        &json!([{"id": "001_notes", "sql": sql}]),
     );
     let (status, body) = api.load(&format!("{name}.js")).await;
     let contents = if table_exists(&format!("{name}_notes")) {
@@ -161,14 +159,12 @@ async fn migrations_cannot_reach_the_records_locks_settings_or_another_plugins_t
     let victim = unique("migvic");
     let warden = start(&[], &[]);
     let api = &warden.admin();
-    warden.write_plugin(
-        &format!("{victim}.js"),
-        &migrating_plugin(
-            &victim,
-            "1.0.0",
-            &["items"],
-            &json!([{"id": "001_items", "sql": CREATE_ITEMS}]).to_string(),
-        ),
+    write_migrating(
+        &warden,
+        &victim,
+        "1.0.0",
+        &["items"],
+        &json!([{"id": "001_items", "sql": CREATE_ITEMS}]),
     );
     assert_eq!(api.load(&format!("{victim}.js")).await.0, 201);
     let victim_records = records_of(&victim);
@@ -216,14 +212,12 @@ async fn migrations_cannot_reach_the_records_locks_settings_or_another_plugins_t
     let mut failures = Vec::new();
     for (sql, expected) in &attacks {
         let file = format!("{name}.js");
-        warden.write_plugin(
-            &file,
-            &migrating_plugin(
-                &name,
-                "1.0.0",
-                &["items"],
-                &json!([{"id": "001", "sql": sql}]).to_string(),
-            ),
+        write_migrating(
+            &warden,
+            &name,
+            "1.0.0",
+            &["items"],
+            &json!([{"id": "001", "sql": sql}]),
         );
         let answer = api.load(&file).await;
         let message = answer.1["error"]["message"]
@@ -266,14 +260,12 @@ async fn a_plugin_role_reads_and_adds_only_its_own_migration_records() {
     let warden = start(&[], &[]);
     let api = &warden.admin();
     for name in [&attacker, &victim] {
-        warden.write_plugin(
-            &format!("{name}.js"),
-            &migrating_plugin(
-                name,
-                "1.0.0",
-                &["items"],
-                &json!([{"id": "001_items", "sql": CREATE_ITEMS}]).to_string(),
-            ),
+        write_migrating(
+            &warden,
+            name,
+            "1.0.0",
+            &["items"],
+            &json!([{"id": "001_items", "sql": CREATE_ITEMS}]),
         );
         assert_eq!(api.load(&format!("{name}.js")).await.0, 201);
     }
@@ -431,15 +423,12 @@ async fn a_plan_hands_no_table_to_the_plugin_and_refuses_an_overlapping_name() {
     let warden = start(&[], &[]);
     let api = &warden.admin();
     let file = format!("{name}.js");
-    warden.write_plugin(
-        &file,
-        &migrating_plugin(
-            &name,
-            "1.0.0",
-            &["items"],
-            &json!([{"id": "001_rows", "sql": "INSERT INTO items VALUES (2, 'planned')"}])
-                .to_string(),
-        ),
+    write_migrating(
+        &warden,
+        &name,
+        "1.0.0",
+        &["items"],
+        &json!([{"id": "001_rows", "sql": "INSERT INTO items VALUES (2, 'planned')"}]),
     );
     let (status, plan) = api
         .post("/plugins/migrations/plan", Some(json!({"path": file})))
@@ -460,14 +449,12 @@ async fn a_plan_hands_no_table_to_the_plugin_and_refuses_an_overlapping_name() {
     warden.write_plugin(&format!("{loaded}.js"), &sql_plugin(&loaded, &["b_items"]));
     assert_eq!(api.load(&format!("{loaded}.js")).await.0, 201);
     let overlapping = format!("{loaded}_b");
-    warden.write_plugin(
-        &format!("{overlapping}.js"),
-        &migrating_plugin(
-            &overlapping,
-            "1.0.0",
-            &["items"],
-            &json!([{"id": "001", "sql": CREATE_ITEMS}]).to_string(),
-        ),
+    write_migrating(
+        &warden,
+        &overlapping,
+        "1.0.0",
+        &["items"],
+        &json!([{"id": "001", "sql": CREATE_ITEMS}]),
     );
     let overlap_plan = api
         .post(
@@ -482,14 +469,10 @@ async fn a_plan_hands_no_table_to_the_plugin_and_refuses_an_overlapping_name() {
     let mut reserved_plans = Vec::new();
     for reserved in ["warden", "shared", "shared_evil"] {
         let file = format!("{name}-{reserved}.js");
+        let migrations = json!([{"id": "001", "sql": CREATE_ITEMS}]).to_string();
         warden.write_plugin(
             &file,
-            &migrating_plugin(
-                reserved,
-                "1.0.0",
-                &["items"],
-                &json!([{"id": "001", "sql": CREATE_ITEMS}]).to_string(),
-            ),
+            &migrating_plugin(reserved, "1.0.0", &["items"], &migrations),
         );
         let answer = api
             .post("/plugins/migrations/plan", Some(json!({"path": file})))
@@ -546,14 +529,12 @@ async fn a_slow_batch_of_one_plugin_does_not_hold_another_plugins_load_in_anothe
             &json!([{"id": "001_slow", "sql": "CREATE TABLE items (n BIGINT); INSERT INTO items SELECT count(*) FROM generate_series(1, 60000000)"}]).to_string(),
         ),
     );
-    second.write_plugin(
-        &format!("{quick}.js"),
-        &migrating_plugin(
-            &quick,
-            "1.0.0",
-            &["items"],
-            &json!([{"id": "001_items", "sql": CREATE_ITEMS}]).to_string(),
-        ),
+    write_migrating(
+        &second,
+        &quick,
+        "1.0.0",
+        &["items"],
+        &json!([{"id": "001_items", "sql": CREATE_ITEMS}]),
     );
     let (a, b) = (first.admin(), second.admin());
     let slow_file = format!("{slow}.js");
@@ -599,18 +580,15 @@ async fn a_migration_past_its_time_limit_is_cancelled_and_other_plugins_keep_ser
     let warden = start(&[], &[]);
     let api = &warden.admin();
     load_scripted(&warden, &calm).await;
-    warden.write_plugin(
-        &format!("{slow}.js"),
-        &migrating_plugin(
-            &slow,
-            "1.0.0",
-            &["items"],
-            &json!([
-                {"id": "001_items", "sql": "CREATE TABLE items (n BIGINT)"},
-                {"id": "002_forever", "sql": "INSERT INTO items SELECT count(*) FROM generate_series(1, 100000000000)"},
-            ])
-            .to_string(),
-        ),
+    write_migrating(
+        &warden,
+        &slow,
+        "1.0.0",
+        &["items"],
+        &json!([
+            {"id": "001_items", "sql": "CREATE TABLE items (n BIGINT)"},
+            {"id": "002_forever", "sql": "INSERT INTO items SELECT count(*) FROM generate_series(1, 100000000000)"},
+        ]),
     );
     let began = Instant::now();
     // The batch may take 60 s, longer than the harness's HTTP client waits: curl waits instead.
@@ -809,28 +787,24 @@ async fn many_migrations_and_the_longest_ids_apply_in_order_and_look_alike_ids_a
         "001\u{0}",                 // a NUL
     ] {
         let file = format!("{name}.js");
-        warden.write_plugin(
-            &file,
-            &migrating_plugin(
-                &name,
-                "1.0.0",
-                &["items"],
-                &json!([{"id": id, "sql": CREATE_ITEMS}]).to_string(),
-            ),
+        write_migrating(
+            &warden,
+            &name,
+            "1.0.0",
+            &["items"],
+            &json!([{"id": id, "sql": CREATE_ITEMS}]),
         );
         let answer = api.load(&file).await;
         assert_error(&answer, 422, "invalid_plugin");
         assert!(!table_exists(&format!("{name}_items")), "{id:?}");
     }
     let too_long = "a".repeat(129);
-    warden.write_plugin(
-        &format!("{name}.js"),
-        &migrating_plugin(
-            &name,
-            "1.0.0",
-            &["items"],
-            &json!([{"id": too_long, "sql": CREATE_ITEMS}]).to_string(),
-        ),
+    write_migrating(
+        &warden,
+        &name,
+        "1.0.0",
+        &["items"],
+        &json!([{"id": too_long, "sql": CREATE_ITEMS}]),
     );
     let answer = api.load(&format!("{name}.js")).await;
     assert_error(&answer, 422, "invalid_plugin");

@@ -246,14 +246,7 @@ impl Batch<'_> {
         }
         for sql in statements {
             let checked = checked_statement(self.plugin, self.grants, sql).map_err(failed)?;
-            if checked.changes_schema && !checked.shared_tables.is_empty() {
-                return Err(failed(Error::SqlNotAllowed {
-                    reason: format!(
-                        "the shape of shared table '{}' is changed outside migrations and transactions, with executeCommand",
-                        checked.shared_tables.join("', '")
-                    ),
-                }));
-            }
+            checked.check_runs_in_transaction().map_err(failed)?;
             check_dropped_indexes(client, &checked, self.grants)
                 .await
                 .map_err(failed)?;

@@ -289,6 +289,28 @@ impl CheckedStatement {
     }
 }
 
+impl CheckedStatement {
+    /// It alters, indexes or drops a shared table, which runs with the table lent to the
+    /// plugin's role for the statement.
+    fn changes_shared_tables(&self) -> bool {
+        self.changes_schema && !self.shared_tables.is_empty()
+    }
+
+    /// Refuses what only runs on its own, outside a transaction (a migration batch included):
+    /// lending a shared table takes a lock the transaction may already hold.
+    fn check_runs_in_transaction(&self) -> Result<()> {
+        if !self.changes_shared_tables() {
+            return Ok(());
+        }
+        Err(Error::SqlNotAllowed {
+            reason: format!(
+                "the shape of shared table '{}' is changed outside migrations and transactions, with executeCommand",
+                self.shared_tables.join("', '")
+            ),
+        })
+    }
+}
+
 impl DatabaseGateway {
     /// A gateway for `plugin` holding `grants`.
     pub fn new(plugin: String, grants: ResourceGrants, backend: DatabaseBackend) -> Self {
@@ -491,7 +513,7 @@ impl Handler<ExecuteSql> for DatabaseGateway {
                 let connection = connection(&connections.pool, deadline).await?;
                 check_dropped_indexes(&connection.client, &checked, &opener.grants).await?;
             }
-            let changes_shared_tables = checked.changes_schema && !checked.shared_tables.is_empty();
+            let changes_shared_tables = checked.changes_shared_tables();
             if let (true, Some(role)) = (changes_shared_tables, &connections.role) {
                 opener
                     .access

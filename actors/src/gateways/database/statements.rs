@@ -14,15 +14,7 @@ pub(super) async fn run_in_transaction(
     limits: ResultLimits,
     deadline: tokio::time::Instant,
 ) -> Result<SqlOutcome> {
-    if checked.changes_schema && !checked.shared_tables.is_empty() {
-        // Lending a shared table to the plugin's role takes a lock this transaction may hold.
-        return Err(Error::SqlNotAllowed {
-            reason: format!(
-                "the shape of shared table '{}' is changed outside transactions, with executeCommand",
-                checked.shared_tables.join("', '")
-            ),
-        });
-    }
+    checked.check_runs_in_transaction()?;
     let outcome = transaction
         .run(async |client| {
             check_dropped_indexes(client, checked, &opener.grants).await?;
