@@ -13,6 +13,12 @@ run *flags: infra-up
     if [ -f infra/local.env ]; then set -a; source infra/local.env; set +a; fi; \
     ./target/release/warden serve --dev --plugins-dir {{plugins_dir}} {{flags}}
 
+# Start `nodes` Warden nodes of one cluster on the local stack (admin ports 8080…, public
+# 8180…); Ctrl-C stops them all.
+cluster nodes="3": infra-up
+    cargo build --release -p warden
+    bash infra/cluster.sh {{nodes}}
+
 # Start the local stack the gateway tests use, then run every test (cargo builds the `warden`
 # binary the end-to-end tests start, as an integration test of its package).
 test: infra-up

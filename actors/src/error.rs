@@ -40,6 +40,11 @@ pub enum Error {
         source: RuntimeError,
     },
 
+    /// A cluster-wide change could not be recorded: the database does not answer. Nothing
+    /// changed.
+    #[error("the cluster's state cannot be reached, so the change was not made: {reason}")]
+    ClusterUnavailable { reason: String },
+
     /// The actor system is shutting down or an actor is gone.
     #[error("the actor system is unavailable: {reason}")]
     SystemUnavailable { reason: String },

@@ -8,12 +8,14 @@
 //! - [`directory::PluginDirectory`]: running plugins' addresses, for calls that must not wait
 //!   on the manager.
 //! - [`state_store::StateStore`]: Warden's own durable state in PostgreSQL, per node.
+//! - [`cluster::Membership`]: this node's heartbeat in a cluster, and the node list.
 //! - [`system::Warden`]: starts the whole system and is the one handle the binary holds.
 //!
 //! This crate knows nothing of HTTP or JSON-over-HTTP shapes: the binary maps its types.
 
 pub mod broker;
 mod capabilities;
+pub mod cluster;
 pub mod directory;
 pub mod error;
 pub mod gateways;

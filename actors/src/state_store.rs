@@ -148,7 +148,7 @@ impl StateStore {
                 Err(error) if lost_creation_race(&error) => {
                     tracing::debug!(%error, "another process created warden's state tables first");
                 }
-                Err(error) => return Err(statement_error(PURPOSE, &error)),
+                Err(error) => return Err(StoreError::from_postgres(PURPOSE, &error)),
             }
         }
         const ADOPTING: &str = "adopt state written before node ids";
@@ -168,7 +168,7 @@ impl StateStore {
         };
         // Not fatal: the node starts with what it has under its own id.
         if let Err(error) = adopting.await {
-            let error = statement_error(ADOPTING, &error);
+            let error = StoreError::from_postgres(ADOPTING, &error);
             tracing::warn!(%error, "state written before node ids was not adopted");
         }
         Ok(StateStore {
@@ -187,7 +187,7 @@ impl StateStore {
         for row in client
             .query(SELECT_OVERRIDES, &[&self.node_id])
             .await
-            .map_err(|error| statement_error(OVERRIDES, &error))?
+            .map_err(|error| StoreError::from_postgres(OVERRIDES, &error))?
         {
             let name: String = row
                 .try_get(0)
@@ -202,7 +202,7 @@ impl StateStore {
         let loaded_sources = client
             .query(SELECT_LOADED, &[&self.node_id])
             .await
-            .map_err(|error| statement_error(LOADED, &error))?
+            .map_err(|error| StoreError::from_postgres(LOADED, &error))?
             .iter()
             .map(|row| row.try_get::<_, String>(0))
             .collect::<Result<Vec<_>, _>>()
@@ -210,7 +210,7 @@ impl StateStore {
         let claimed_prefixes = client
             .query(SELECT_CLAIMED, &[])
             .await
-            .map_err(|error| statement_error(CLAIMED, &error))?
+            .map_err(|error| StoreError::from_postgres(CLAIMED, &error))?
             .iter()
             .map(|row| row.try_get::<_, String>(0))
             .collect::<Result<Vec<_>, _>>()
@@ -230,7 +230,7 @@ impl StateStore {
             .execute(INSERT_CLAIMED, &[&name])
             .await
             .map(drop)
-            .map_err(|error| statement_error(PURPOSE, &error))
+            .map_err(|error| StoreError::from_postgres(PURPOSE, &error))
     }
 
     /// Stores (`Some`) or removes (`None`) a plugin name's overrides.
@@ -257,7 +257,7 @@ impl StateStore {
         };
         written
             .map(drop)
-            .map_err(|error| statement_error(PURPOSE, &error))
+            .map_err(|error| StoreError::from_postgres(PURPOSE, &error))
     }
 
     /// Records that `name` is loaded from `source` (`Some`), or no longer loaded (`None`).
@@ -274,11 +274,11 @@ impl StateStore {
         };
         written
             .map(drop)
-            .map_err(|error| statement_error(PURPOSE, &error))
+            .map_err(|error| StoreError::from_postgres(PURPOSE, &error))
     }
 }
 
-async fn connection(
+pub(crate) async fn connection(
     backend: &DatabaseBackend,
     purpose: &'static str,
 ) -> Result<deadpool_postgres::Client, StoreError> {
@@ -292,18 +292,20 @@ async fn connection(
         })
 }
 
-/// PostgreSQL's own message and SQLSTATE when there is one, otherwise the client's error.
-fn statement_error(purpose: &'static str, error: &tokio_postgres::Error) -> StoreError {
-    match error.as_db_error() {
-        Some(database) => StoreError::Statement {
-            purpose,
-            sqlstate: database.code().code().to_owned(),
-            message: database.message().to_owned(),
-        },
-        None => StoreError::Unavailable {
-            purpose,
-            reason: error.to_string(),
-        },
+impl StoreError {
+    /// PostgreSQL's own message and SQLSTATE when there is one, otherwise the client's error.
+    pub(crate) fn from_postgres(purpose: &'static str, error: &tokio_postgres::Error) -> Self {
+        match error.as_db_error() {
+            Some(database) => StoreError::Statement {
+                purpose,
+                sqlstate: database.code().code().to_owned(),
+                message: database.message().to_owned(),
+            },
+            None => StoreError::Unavailable {
+                purpose,
+                reason: error.to_string(),
+            },
+        }
     }
 }
 
@@ -316,7 +318,7 @@ fn invalid_row(purpose: &'static str, name: &str, reason: impl std::fmt::Display
 }
 
 /// Whether creating failed only because a concurrent creation of the same object won.
-fn lost_creation_race(error: &tokio_postgres::Error) -> bool {
+pub(crate) fn lost_creation_race(error: &tokio_postgres::Error) -> bool {
     error.code().is_some_and(|code| {
         [
             SqlState::UNIQUE_VIOLATION,

@@ -15,6 +15,9 @@ use warden_runtime::{CallTarget, Event, PluginFactory};
 
 use crate::broker::{EventBroker, OpenEventStream, PublishEvent};
 use crate::capabilities::check_event_size;
+use crate::cluster::{
+    ApplyDesiredState, ClusterFollower, DesiredState, DesiredStateStore, StopFollowing,
+};
 use crate::directory::PluginDirectory;
 use crate::gateways::{Backends, Readiness};
 use crate::manager::{
@@ -78,6 +81,8 @@ pub struct Warden {
     broker: Addr<EventBroker>,
     directory: PluginDirectory,
     watcher: Option<Arc<std::sync::Mutex<notify::RecommendedWatcher>>>,
+    /// In a cluster: what keeps this node on the cluster's desired state.
+    follower: Option<Addr<ClusterFollower>>,
     /// The largest event `data` [`Warden::publish`] accepts, as for plugins.
     max_message_bytes: usize,
     /// Each plugin call's time limit.
@@ -99,6 +104,7 @@ impl Warden {
             broker,
             directory,
             watcher: None,
+            follower: None,
             max_message_bytes,
             call_timeout,
         }
@@ -152,6 +158,19 @@ impl Warden {
         Ok(self.manager.send(RestoreState { state }).await?)
     }
 
+    /// Brings this node to the cluster's desired state (at start, before it reports ready);
+    /// answers the plugins it could not bring there.
+    pub async fn apply_desired_state(&self, state: DesiredState) -> Result<Vec<(String, Error)>> {
+        Ok(self.manager.send(ApplyDesiredState { state }).await?)
+    }
+
+    /// Keeps this node on the cluster's desired state from now on; `applied` is the generation
+    /// it has applied in full, if any.
+    pub fn follow_cluster(&mut self, store: DesiredStateStore, applied: Option<i64>) {
+        let follower = ClusterFollower::new(store, self.manager.clone().recipient(), applied);
+        self.follower = Some(follower.start());
+    }
+
     /// Each backing service's readiness (`/ready`).
     pub async fn readiness(&self) -> [(&'static str, Readiness); 3] {
         self.backends.readiness().await
@@ -197,7 +216,7 @@ impl Warden {
 
     /// Loads every file of the plugins directory that is not loaded yet.
     pub async fn scan(&self) -> Result<ScanReport> {
-        Ok(self.manager.send(ScanPlugins).await?)
+        self.manager.send(ScanPlugins).await?
     }
 
     /// Every loaded plugin, sorted by name.
@@ -306,6 +325,11 @@ impl Warden {
 
     /// Unloads every plugin in reverse dependency order; the one shutdown path.
     pub async fn shutdown(&self) {
+        // Stopping is this node's own business: the cluster's state must not load back what
+        // the shutdown unloads.
+        if let Some(follower) = &self.follower {
+            let _ = follower.send(StopFollowing).await;
+        }
         if let Some(watcher) = &self.watcher {
             drop(
                 watcher

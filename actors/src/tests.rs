@@ -176,6 +176,8 @@ fn start(max_restarts: u32, call_timeout_ms: u64) -> (Warden, tempfile::TempDir)
         event_queue_capacity: 100_000,
         backends: Default::default(),
         store: None,
+        cluster: None,
+        node_states: None,
     });
     (warden, directory)
 }
@@ -371,6 +373,8 @@ fn start_with_window(
         event_queue_capacity: window,
         backends: Default::default(),
         store: None,
+        cluster: None,
+        node_states: None,
     });
     (warden, directory)
 }

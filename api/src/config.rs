@@ -63,6 +63,9 @@ pub struct ServeArgs {
     /// This node's id, under which it keeps its durable state.
     #[arg(long)]
     pub node_id: Option<String>,
+    /// The cluster this node joins (absent: a single node).
+    #[arg(long)]
+    pub cluster: Option<String>,
 }
 
 /// Every setting of `warden serve` (names match `warden.toml` keys and `WARDEN_*` variables).
@@ -116,6 +119,10 @@ pub struct Settings {
     pub plugin_max_consumers: usize,
     /// This node's id (default: see [`Settings::node_id`]).
     pub node_id: Option<String>,
+    /// The cluster this node is part of, or `None` for a single node.
+    pub cluster: Option<String>,
+    /// A node unseen this many seconds is `down`.
+    pub node_timeout_s: u64,
 }
 
 impl Default for Settings {
@@ -156,6 +163,8 @@ impl Default for Settings {
             database_max_result_bytes: database.max_result_bytes,
             plugin_max_consumers: DEFAULT_MAX_CONSUMERS_PER_PLUGIN,
             node_id: None,
+            cluster: None,
+            node_timeout_s: 10,
         }
     }
 }
@@ -175,6 +184,8 @@ struct FlagLayer {
     watch: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     node_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cluster: Option<String>,
 }
 
 impl Settings {
@@ -221,6 +232,7 @@ impl Settings {
                 load_all,
                 watch: args.watch.then_some(true),
                 node_id: args.node_id.clone(),
+                cluster: args.cluster.clone(),
             }));
         let mut settings: Settings = figment.extract().context("invalid settings")?;
         if settings.admin_token.as_deref().is_none_or(str::is_empty) {
@@ -275,6 +287,13 @@ impl Settings {
         if let Some(node_id) = &settings.node_id {
             check_node_id(node_id)?;
         }
+        anyhow::ensure!(
+            settings.node_timeout_s > 0,
+            "WARDEN_NODE_TIMEOUT_S must be positive"
+        );
+        if let Some(cluster) = &settings.cluster {
+            check_cluster(cluster, &settings)?;
+        }
         Ok(settings)
     }
 
@@ -327,6 +346,22 @@ fn check_node_id(node_id: &str) -> anyhow::Result<()> {
     anyhow::ensure!(
         !node_id.is_empty() && node_id.len() <= MAX_NODE_ID_BYTES && node_id.chars().all(allowed),
         "invalid node id '{node_id}': use 1 to {MAX_NODE_ID_BYTES} letters, digits, '-', '_' or '.'"
+    );
+    Ok(())
+}
+
+/// A cluster name follows the plugin naming rules, and a cluster needs the database (its
+/// desired state and heartbeats) and Kafka (its events).
+fn check_cluster(cluster: &str, settings: &Settings) -> anyhow::Result<()> {
+    warden_runtime::manifest::validate_plugin_name(cluster)
+        .map_err(|error| anyhow::anyhow!("invalid cluster name '{cluster}': {error}"))?;
+    anyhow::ensure!(
+        settings.database_url.is_some(),
+        "--cluster needs WARDEN_DATABASE_URL: a cluster keeps its state in PostgreSQL"
+    );
+    anyhow::ensure!(
+        settings.kafka_brokers.is_some(),
+        "--cluster needs WARDEN_KAFKA_BROKERS: a cluster's events travel through Kafka"
     );
     Ok(())
 }
@@ -441,6 +476,53 @@ mod tests {
                 let error = Settings::load(&args).expect_err("refused").to_string();
                 assert!(error.contains("invalid node id"), "{node_id:?}: {error}");
             }
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_cluster_needs_a_valid_name_the_database_and_kafka() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("WARDEN_ADMIN_TOKEN", "secret");
+            let load = |args: &ServeArgs| Settings::load(args).map_err(|error| error.to_string());
+            assert_eq!(
+                load(&ServeArgs::default())?.cluster,
+                None,
+                "a single node by default"
+            );
+            assert_eq!(load(&ServeArgs::default())?.node_timeout_s, 10);
+            let flagged = ServeArgs {
+                cluster: Some("shop".into()),
+                ..ServeArgs::default()
+            };
+            let error = load(&flagged).expect_err("no database");
+            assert!(error.contains("WARDEN_DATABASE_URL"), "{error}");
+            jail.set_env("WARDEN_DATABASE_URL", "postgres://warden@127.0.0.1/warden");
+            let error = load(&flagged).expect_err("no Kafka");
+            assert!(error.contains("WARDEN_KAFKA_BROKERS"), "{error}");
+            jail.set_env("WARDEN_KAFKA_BROKERS", "127.0.0.1:9092");
+            assert_eq!(load(&flagged)?.cluster.as_deref(), Some("shop"));
+            jail.set_env("WARDEN_CLUSTER", "from-env");
+            assert_eq!(
+                load(&flagged)?.cluster.as_deref(),
+                Some("shop"),
+                "the flag wins"
+            );
+            assert_eq!(
+                load(&ServeArgs::default())?.cluster.as_deref(),
+                Some("from-env")
+            );
+            for name in ["Shop", "has space", "", "a__b", "end-"] {
+                let args = ServeArgs {
+                    cluster: Some(name.into()),
+                    ..ServeArgs::default()
+                };
+                let error = load(&args).expect_err("refused");
+                assert!(error.contains("invalid cluster name"), "{name:?}: {error}");
+            }
+            jail.set_env("WARDEN_NODE_TIMEOUT_S", "0");
+            let error = load(&ServeArgs::default()).expect_err("refused");
+            assert!(error.contains("WARDEN_NODE_TIMEOUT_S"), "{error}");
             Ok(())
         });
     }

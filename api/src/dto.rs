@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+use warden_actors::cluster::{ClusterView, PluginNodes};
 use warden_actors::manager::{MigrationStatus, PluginInfo, ScanReport};
 use warden_runtime::resources::{ResourceGrants, ResourceKind, ResourceOverrides};
 
@@ -119,6 +120,49 @@ pub struct PluginInfoDto {
     pub routes: Vec<RouteDto>,
     /// Hex SHA-256 of the entry file as loaded; null for native plugins.
     pub sha256: Option<String>,
+    /// In a cluster, its state on every up node, by node id (this node's is its live state).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<BTreeMap<String, NodeStateDto>>,
+}
+
+/// A plugin's state on one node of the cluster.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NodeStateDto {
+    pub state: String,
+    pub restarts: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl PluginInfoDto {
+    /// Adds `nodes` from the cluster's view, with this node's entry as it is now.
+    pub fn with_nodes(mut self, view: &PluginNodes) -> Self {
+        let mut nodes: BTreeMap<String, NodeStateDto> = view
+            .plugins
+            .get(&self.name)
+            .into_iter()
+            .flatten()
+            .map(|(node, state)| {
+                let dto = NodeStateDto {
+                    state: state.state.clone(),
+                    restarts: state.restarts,
+                    error: state.error.clone(),
+                };
+                (node.clone(), dto)
+            })
+            .collect();
+        let error = nodes.get(&view.node).and_then(|own| own.error.clone());
+        nodes.insert(
+            view.node.clone(),
+            NodeStateDto {
+                state: self.state.clone(),
+                restarts: self.restarts,
+                error,
+            },
+        );
+        self.nodes = Some(nodes);
+        self
+    }
 }
 
 /// One route of a plugin, as declared (`{"method": "GET", "path": "/orders/:id"}`).
@@ -160,6 +204,7 @@ impl From<PluginInfo> for PluginInfoDto {
                     path: route.path.clone(),
                 })
                 .collect(),
+            nodes: None,
         }
     }
 }
@@ -311,4 +356,50 @@ pub struct PlanResponse {
 pub struct PlanError {
     pub code: String,
     pub message: String,
+}
+
+/// `GET /cluster`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ClusterResponse {
+    /// The cluster's name, null for a single node.
+    pub cluster: Option<String>,
+    /// The answering node's id.
+    pub node: String,
+    /// Sorted by id; a down node stays listed for an hour after it was last seen.
+    pub nodes: Vec<NodeDto>,
+}
+
+/// One node of the cluster.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NodeDto {
+    pub id: String,
+    /// `up` or `down`.
+    pub state: &'static str,
+    #[serde(rename = "adminAddress")]
+    pub admin_address: String,
+    #[serde(rename = "httpAddress")]
+    pub http_address: Option<String>,
+    /// RFC 3339.
+    #[serde(rename = "lastSeen")]
+    pub last_seen: String,
+}
+
+impl From<ClusterView> for ClusterResponse {
+    fn from(view: ClusterView) -> Self {
+        ClusterResponse {
+            cluster: view.cluster,
+            node: view.node,
+            nodes: view
+                .nodes
+                .into_iter()
+                .map(|node| NodeDto {
+                    id: node.id,
+                    state: if node.up { "up" } else { "down" },
+                    admin_address: node.admin_address,
+                    http_address: node.http_address,
+                    last_seen: node.last_seen,
+                })
+                .collect(),
+        }
+    }
 }

@@ -132,6 +132,11 @@ impl From<ActorError> for ApiError {
                 }
                 api_error
             }
+            ActorError::ClusterUnavailable { .. } => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "cluster_unavailable",
+                message,
+            ),
             ActorError::SystemUnavailable { .. } => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "plugin_unavailable",

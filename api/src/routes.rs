@@ -11,12 +11,13 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
 use tokio_stream_shim::ReceiverStream;
 use utoipa::OpenApi;
+use warden_actors::cluster::{ListNodes, ListPluginNodes, Membership, PluginNodes};
 use warden_actors::system::Warden;
 
 use crate::dto::{
-    ExecuteResponse, HealthResponse, LoadRequest, MigrationDto, MigrationsResponse, Overrides,
-    OverridesResponse, PlanError, PlanRequest, PlanResponse, PluginInfoDto, PluginList,
-    PublishRequest, ReadyResponse, ReloadRequest, ScanResponse,
+    ClusterResponse, ExecuteResponse, HealthResponse, LoadRequest, MigrationDto,
+    MigrationsResponse, Overrides, OverridesResponse, PlanError, PlanRequest, PlanResponse,
+    PluginInfoDto, PluginList, PublishRequest, ReadyResponse, ReloadRequest, ScanResponse,
 };
 use crate::error::{ApiError, ErrorBody};
 
@@ -49,6 +50,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
             "/plugins/{name}/overrides",
             web::delete().to(delete_overrides),
         )
+        .route("/cluster", web::get().to(cluster))
         .route("/events", web::post().to(publish_event))
         .route("/events/stream", web::get().to(event_stream));
 }
@@ -113,14 +115,37 @@ async fn openapi() -> HttpResponse {
 }
 
 #[utoipa::path(get, path = "/plugins", responses((status = 200, body = PluginList)), security(("bearer" = [])))]
-async fn list_plugins(warden: Data<Warden>) -> ApiResult<Json<PluginList>> {
-    let plugins = warden
+async fn list_plugins(
+    warden: Data<Warden>,
+    membership: Data<actix::Addr<Membership>>,
+) -> ApiResult<Json<PluginList>> {
+    let plugins: Vec<PluginInfoDto> = warden
         .list()
         .await?
         .into_iter()
         .map(PluginInfoDto::from)
         .collect();
+    let names = plugins.iter().map(|plugin| plugin.name.clone()).collect();
+    let plugins = match plugin_nodes(&membership, names).await {
+        Some(view) => plugins
+            .into_iter()
+            .map(|plugin| plugin.with_nodes(&view))
+            .collect(),
+        None => plugins,
+    };
     Ok(Json(PluginList { plugins }))
+}
+
+/// In a cluster, the named plugins' states on every up node (`PluginInfo.nodes`).
+async fn plugin_nodes(
+    membership: &actix::Addr<Membership>,
+    plugins: Vec<String>,
+) -> Option<PluginNodes> {
+    membership
+        .send(ListPluginNodes { plugins })
+        .await
+        .ok()
+        .flatten()
 }
 
 #[utoipa::path(post, path = "/plugins", request_body = LoadRequest,
@@ -142,8 +167,18 @@ async fn scan_plugins(warden: Data<Warden>) -> ApiResult<Json<ScanResponse>> {
 
 #[utoipa::path(get, path = "/plugins/{name}", params(("name" = String, Path)),
     responses((status = 200, body = PluginInfoDto), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
-async fn get_plugin(warden: Data<Warden>, name: Path<String>) -> ApiResult<Json<PluginInfoDto>> {
-    Ok(Json(warden.get(name.into_inner()).await?.into()))
+async fn get_plugin(
+    warden: Data<Warden>,
+    membership: Data<actix::Addr<Membership>>,
+    name: Path<String>,
+) -> ApiResult<Json<PluginInfoDto>> {
+    let plugin = PluginInfoDto::from(warden.get(name.into_inner()).await?);
+    Ok(Json(
+        match plugin_nodes(&membership, vec![plugin.name.clone()]).await {
+            Some(view) => plugin.with_nodes(&view),
+            None => plugin,
+        },
+    ))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -205,6 +240,16 @@ async fn list_migrations(
         .map(MigrationDto::from)
         .collect();
     Ok(Json(MigrationsResponse { migrations }))
+}
+
+#[utoipa::path(get, path = "/cluster", responses((status = 200, body = ClusterResponse)), security(("bearer" = [])))]
+async fn cluster(membership: Data<actix::Addr<Membership>>) -> ApiResult<Json<ClusterResponse>> {
+    let view = membership.send(ListNodes).await.map_err(|_| {
+        ApiError::from(warden_actors::Error::SystemUnavailable {
+            reason: "the membership actor stopped".to_owned(),
+        })
+    })?;
+    Ok(Json(view.into()))
 }
 
 #[utoipa::path(post, path = "/plugins/migrations/plan", request_body = PlanRequest,
@@ -349,7 +394,7 @@ impl utoipa::Modify for BearerSecurity {
 #[openapi(
     info(title = "Warden admin API", description = "Load, supervise and call Warden plugins; publish and stream events."),
     paths(health, ready, metrics, openapi, list_plugins, load_plugin, scan_plugins, get_plugin, unload_plugin,
-        reload_plugin, execute_plugin, list_migrations, plan_migrations, get_overrides, put_overrides, delete_overrides, publish_event, event_stream),
+        reload_plugin, execute_plugin, list_migrations, plan_migrations, cluster, get_overrides, put_overrides, delete_overrides, publish_event, event_stream),
     modifiers(&BearerSecurity)
 )]
 pub struct ApiDoc;

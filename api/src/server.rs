@@ -11,6 +11,10 @@ use actix_web::web::{self, Data};
 use actix_web::{App, HttpResponse, HttpServer, ResponseError as _};
 use anyhow::Context as _;
 use metrics_exporter_prometheus::PrometheusBuilder;
+use warden_actors::cluster::{
+    DesiredStateStore, LeaveCluster, Membership, MembershipConfig, NodeAddresses,
+    PluginStateReporter, PluginStateTable,
+};
 use warden_actors::gateways::{
     Backends, DatabaseBackend, GarageAdminConfig, GarageKeys, KafkaBackend, StorageBackend,
     StorageConfig,
@@ -52,6 +56,7 @@ pub async fn run(
         .plugin_threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |cores| cores.get()));
     let backends = connect_backends(&settings)?;
+    let membership_database = backends.database.clone();
     let node_id = settings.node_id()?;
     tracing::info!(node = %node_id, "node id");
     let store = match &backends.database {
@@ -60,6 +65,24 @@ pub async fn run(
         )?),
         None => None,
     };
+    let (cluster_store, plugin_states) = match (&settings.cluster, &backends.database) {
+        (Some(cluster), Some(database)) => {
+            let opened = async {
+                let desired = DesiredStateStore::open(database.clone(), cluster).await?;
+                let states = PluginStateTable::open(database.clone(), cluster).await?;
+                states.clear_node(&node_id).await?;
+                Ok::<_, warden_actors::state_store::StoreError>((desired, states))
+            };
+            let (desired, states) = opened
+                .await
+                .map_err(|error| anyhow::anyhow!("cannot open the cluster's state: {error}"))?;
+            (Some(desired), Some(states))
+        }
+        _ => (None, None),
+    };
+    let node_states = plugin_states
+        .clone()
+        .map(|table| PluginStateReporter::start(table, node_id.clone()));
     let mut warden = Warden::start(ManagerConfig {
         plugins_dir: plugins_dir.clone(),
         limits: settings.plugin_limits(),
@@ -72,19 +95,11 @@ pub async fn run(
         event_queue_capacity: settings.event_queue_capacity,
         backends,
         store: store.clone(),
+        cluster: cluster_store.clone(),
+        node_states,
     });
     if let Some(store) = &store {
-        let state = store.load().await.map_err(|error| {
-            anyhow::anyhow!("cannot read Warden's state from PostgreSQL: {error}")
-        })?;
-        let report = warden.restore(state).await?;
-        for (path, error) in &report.failed {
-            tracing::error!(%path, %error, "previously loaded plugin not restored");
-        }
-        tracing::info!(
-            restored = report.loaded.len(),
-            "plugins restored from the state store"
-        );
+        restore_state(&mut warden, store, cluster_store).await?;
     }
     if settings.load_all {
         let report = warden.scan().await?;
@@ -102,8 +117,38 @@ pub async fn run(
         tracing::info!("watching the plugins directory for changes");
     }
 
+    // Both listeners are bound before the node's first heartbeat, which carries their addresses.
+    let admin_listener = std::net::TcpListener::bind(settings.bind_address()?)
+        .with_context(|| format!("cannot listen on {}", settings.bind))?;
+    let public_listener = match settings.http_bind_address()? {
+        Some(address) => Some(
+            std::net::TcpListener::bind(address)
+                .with_context(|| format!("cannot listen on {address} (WARDEN_HTTP_BIND)"))?,
+        ),
+        None => None,
+    };
+    let membership = Membership::start(
+        MembershipConfig {
+            cluster: settings.cluster.clone(),
+            node: node_id,
+            addresses: NodeAddresses {
+                admin_address: admin_listener.local_addr()?.to_string(),
+                http_address: match &public_listener {
+                    Some(listener) => Some(listener.local_addr()?.to_string()),
+                    None => None,
+                },
+            },
+            node_timeout: Duration::from_secs(settings.node_timeout_s),
+        },
+        membership_database,
+        plugin_states,
+    )
+    .await
+    .map_err(|error| anyhow::anyhow!("cannot join the cluster: {error}"))?;
+
     let token = AdminToken(settings.admin_token.clone().unwrap_or_default());
     let app_warden = warden.clone();
+    let app_membership = membership.clone();
     // Bodies may carry an execute input or event data of up to the message limit, plus the
     // request's own envelope; Warden then measures the message itself exactly.
     let max_body_bytes = settings
@@ -116,6 +161,7 @@ pub async fn run(
             .app_data(web::PayloadConfig::new(max_body_bytes))
             .app_data(Data::new(prometheus.clone()))
             .app_data(Data::new(token.clone()))
+            .app_data(Data::new(app_membership.clone()))
             .app_data(
                 web::PathConfig::default()
                     .error_handler(|error, _| ApiError::invalid_request(error.to_string()).into()),
@@ -137,7 +183,7 @@ pub async fn run(
     })
     .disable_signals()
     .shutdown_timeout(5)
-    .bind(settings.bind_address()?)
+    .listen(admin_listener)
     .with_context(|| format!("cannot listen on {}", settings.bind))?;
     for address in server.addrs() {
         tracing::info!("listening on {address}");
@@ -145,8 +191,8 @@ pub async fn run(
     let server = server.run();
     let handle = server.handle();
     let serving = actix_web::rt::spawn(server);
-    let public = match settings.http_bind_address()? {
-        Some(address) => Some(start_public_listener(&settings, &warden, address)?),
+    let public = match public_listener {
+        Some(listener) => Some(start_public_listener(&settings, &warden, listener)?),
         None => None,
     };
 
@@ -160,6 +206,7 @@ pub async fn run(
     };
     futures::join!(handle.stop(true), public_stopped);
     warden.shutdown().await;
+    let _ = membership.send(LeaveCluster).await;
     let _ = serving.await;
     if let Some((_, serving)) = public {
         let _ = serving.await;
@@ -168,11 +215,57 @@ pub async fn run(
     Ok(())
 }
 
+/// Brings a starting node to its durable state: a single node restores what it ran; a cluster
+/// node applies the cluster's desired state (every recorded plugin running or failed here),
+/// then follows it. Prefix claims belong to the whole database either way.
+async fn restore_state(
+    warden: &mut Warden,
+    store: &StateStore,
+    cluster_store: Option<DesiredStateStore>,
+) -> anyhow::Result<()> {
+    let mut state = store
+        .load()
+        .await
+        .map_err(|error| anyhow::anyhow!("cannot read Warden's state from PostgreSQL: {error}"))?;
+    let Some(cluster_store) = cluster_store else {
+        let report = warden.restore(state).await?;
+        for (path, error) in &report.failed {
+            tracing::error!(%path, %error, "previously loaded plugin not restored");
+        }
+        tracing::info!(
+            restored = report.loaded.len(),
+            "plugins restored from the state store"
+        );
+        return Ok(());
+    };
+    state.loaded_sources.clear();
+    state.overrides.clear();
+    warden.restore(state).await?;
+    let desired = cluster_store
+        .read()
+        .await
+        .map_err(|error| anyhow::anyhow!("cannot read the cluster's state: {error}"))?;
+    let generation = desired.generation;
+    let plugins = desired.plugins.len();
+    let failed = warden.apply_desired_state(desired).await?;
+    for (plugin, error) in &failed {
+        tracing::error!(%plugin, %error, "the cluster's plugin does not run on this node");
+    }
+    tracing::info!(
+        generation,
+        plugins,
+        failed = failed.len(),
+        "the cluster's state applied"
+    );
+    warden.follow_cluster(cluster_store, failed.is_empty().then_some(generation));
+    Ok(())
+}
+
 /// Starts the public listener (plugins' routes only; no admin endpoint, no token).
 fn start_public_listener(
     settings: &Settings,
     warden: &Warden,
-    address: std::net::SocketAddr,
+    listener: std::net::TcpListener,
 ) -> anyhow::Result<(
     actix_web::dev::ServerHandle,
     actix_web::rt::task::JoinHandle<std::io::Result<()>>,
@@ -196,8 +289,8 @@ fn start_public_listener(
     })
     .disable_signals()
     .shutdown_timeout(5)
-    .bind(address)
-    .with_context(|| format!("cannot listen on {address} (WARDEN_HTTP_BIND)"))?;
+    .listen(listener)
+    .context("cannot listen on WARDEN_HTTP_BIND")?;
     for address in server.addrs() {
         tracing::info!("public listener on {address}");
     }

@@ -21,6 +21,10 @@ use warden_runtime::{
     PluginFuture, PluginLimits,
 };
 
+// Not `benches/cluster.rs`: cargo would take that for a bench target of its own.
+#[path = "warden/cluster.rs"]
+mod cluster;
+
 fn main() {
     let system = actix_rt::System::new();
     system.block_on(async {
@@ -48,6 +52,9 @@ fn main() {
         }
         if runs("guard") {
             sql_guard_timing();
+        }
+        if runs("cluster") {
+            cluster::load_convergence(200).await;
         }
         if !runs("gateways") {
             return;
@@ -532,6 +539,8 @@ fn start(plugins_dir: &std::path::Path, event_queue_capacity: usize) -> Warden {
         event_queue_capacity,
         backends: Default::default(),
         store: None,
+        cluster: None,
+        node_states: None,
     })
 }
 
@@ -572,7 +581,7 @@ fn engine_creation(count: usize) {
     let mut heap = 0;
     for _ in 0..count {
         let plugin = warden_runtime::js::JsPlugin::load(
-            module.root.clone(),
+            module.files.clone(),
             &module.entry,
             module.code.clone(),
             PluginLimits::default(),

@@ -7,11 +7,15 @@
 //!   [`WardenProcess::restart`] starts a new process on the same plugins directory.
 //! - [`Admin`] is a small admin-API client (awc) answering `(status, JSON body)`.
 //! - [`EventStream`] reads server-sent events from `GET /events/stream`.
+//! - [`proxy::TcpProxy`] forwards to a service until a test cuts it (a node losing its
+//!   database while the others keep it).
 //! - [`wait_until`] polls a condition until it holds or a deadline passes, so tests wait for
 //!   what they expect instead of sleeping.
 //!
 //! The harness depends only on the binary and the admin contract (`ADMIN_API.md`), never on
 //! Warden's crates, so the tests check what operators see.
+
+pub mod proxy;
 
 use std::future::Future;
 use std::io::{BufRead as _, BufReader};
@@ -250,6 +254,11 @@ impl WardenProcess {
         self.port
     }
 
+    /// The public listener's port, when it is on.
+    pub fn public_port(&self) -> Option<u16> {
+        self.public_port
+    }
+
     /// `http://127.0.0.1:PORT<path>`.
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
@@ -317,6 +326,15 @@ impl WardenProcess {
             || async move { self.log_index(substring).is_some() },
         )
         .await
+    }
+
+    /// Kills the process with SIGKILL (a crash: nothing runs on the way out) and waits for it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
     }
 
     /// Sends SIGTERM and waits (bounded) for the process to exit; every log line is collected

@@ -8,7 +8,9 @@ use warden_runtime::graph::{plan_batch_load, Candidate};
 use warden_runtime::manifest::validate_plugin_name;
 use warden_runtime::resources::{ResourceGrants, ResourceKind, ResourceOverrides};
 
+use super::files::SourceFactory;
 use super::messages::{PluginInfo, PluginSource, ScanReport};
+use super::persistence::Record;
 use super::registry::{update_state_gauges, LoadedPlugin, Prepared, Registry};
 use crate::directory::DirectoryEntry;
 use crate::gateways::kafka::EnsureTopics;
@@ -24,12 +26,20 @@ use crate::{Error, Result};
 #[derive(Clone)]
 pub(super) struct Core {
     pub(super) registry: Rc<RefCell<Registry>>,
+    /// Whether changes are recorded in the durable state: not when they apply the cluster's
+    /// recorded state, which they come from.
+    pub(super) recording: bool,
 }
 
 impl Core {
     /// Creates and describes an instance in a new actor.
     pub(super) async fn prepare(&self, source: &PluginSource) -> Result<Prepared> {
-        let (factory, source, hint) = self.factory_for(source)?;
+        let SourceFactory {
+            factory,
+            source,
+            hint,
+            bundle,
+        } = self.factory_for(source)?;
         let (actor, actor_id, arbiter) = self
             .registry
             .borrow_mut()
@@ -42,6 +52,7 @@ impl Core {
                 description,
                 factory,
                 source,
+                bundle,
             }),
             Ok(Err(error)) => {
                 actor.do_send(TerminatePlugin);
@@ -181,12 +192,20 @@ impl Core {
     ) -> Result<PluginInfo> {
         let name = prepared.description.manifest.name.clone();
         let reloaded = self.registry.borrow().plugins.contains_key(&name);
-        self.persist_loaded(&name, prepared.source.as_deref()).await;
+        let mut records = vec![Record::Loaded {
+            name: &name,
+            source: prepared.source.as_deref(),
+            bundle: prepared.bundle.as_ref(),
+        }];
         if let Some(overrides) = &overrides {
             let stored =
                 Some(overrides).filter(|overrides| **overrides != ResourceOverrides::default());
-            self.persist_overrides(&name, stored).await;
+            records.push(Record::Overrides {
+                name: &name,
+                overrides: stored,
+            });
         }
+        self.persist(&records).await;
         let mut registry = self.registry.borrow_mut();
         let manifest = prepared.description.manifest.clone();
         registry.graph.insert(
@@ -219,6 +238,7 @@ impl Core {
                 description: prepared.description,
                 factory: prepared.factory,
                 source: prepared.source,
+                bundle: prepared.bundle,
                 grants,
                 overrides: effective,
                 state: PluginState::Running,
@@ -226,6 +246,8 @@ impl Core {
             },
         );
         update_state_gauges(&registry.plugins);
+        registry.cluster_failures.remove(&name);
+        registry.report_state(&name, None);
         let version = manifest.version.to_string();
         if reloaded {
             tracing::info!(plugin = %name, %version, "plugin reloaded");
@@ -260,6 +282,7 @@ impl Core {
         if let Some(overrides) = &overrides {
             overrides.validate()?;
         }
+        self.ensure_recordable().await?;
         let prepared = self.prepare(&source).await?;
         self.admit(prepared, overrides).await
     }
@@ -269,7 +292,7 @@ impl Core {
     /// whose plugins a restarted Warden loads again).
     pub(super) async fn stop_plugin(&self, name: &str, forget: bool) {
         if forget {
-            self.persist_loaded(name, None).await;
+            self.persist(&[Record::Unloaded { name }]).await;
         }
         let actor = {
             let registry = self.registry.borrow();
@@ -297,6 +320,7 @@ impl Core {
             plugin.gateways.close();
             registry.graph.remove(name);
             update_state_gauges(&registry.plugins);
+            registry.report_state(name, None);
             tracing::info!(plugin = %name, "plugin unloaded");
             registry.publish(
                 "plugin:unloaded",
@@ -320,6 +344,7 @@ impl Core {
             }
             registry.graph.dependents_in_unload_order(&name)
         };
+        self.ensure_recordable().await?;
         for dependent in dependents {
             self.stop_plugin(&dependent, true).await;
         }
@@ -332,26 +357,39 @@ impl Core {
         name: String,
         overrides: Option<ResourceOverrides>,
     ) -> Result<PluginInfo> {
+        self.reload_from(name, None, overrides).await
+    }
+
+    /// Replaces a loaded plugin by a new instance of `source` (`None`: its own file, read
+    /// again), all or nothing: a failed reload leaves the previous version running.
+    pub(super) async fn reload_from(
+        &self,
+        name: String,
+        source: Option<PluginSource>,
+        overrides: Option<ResourceOverrides>,
+    ) -> Result<PluginInfo> {
         if let Some(overrides) = &overrides {
             overrides.validate()?;
         }
-        let (source, old_actor, old_gateways, old_grants) = {
+        let (own_source, old_actor, old_gateways, old_grants) = {
             let registry = self.registry.borrow();
             let plugin = registry
                 .plugins
                 .get(&name)
                 .ok_or_else(|| Error::PluginNotFound { name: name.clone() })?;
-            let source = match &plugin.source {
+            let own_source = match &plugin.source {
                 Some(relative) => PluginSource::File(relative.clone()),
                 None => PluginSource::Native(plugin.factory.clone()),
             };
             (
-                source,
+                own_source,
                 plugin.actor.clone(),
                 plugin.gateways.clone(),
                 plugin.grants.clone(),
             )
         };
+        let source = source.unwrap_or(own_source);
+        self.ensure_recordable().await?;
         let prepared = self.prepare(&source).await?;
         let (grants, effective) = self.validate(&prepared, &overrides, Some(&name))?;
         self.registry
@@ -391,13 +429,14 @@ impl Core {
             .await
     }
 
-    pub(super) async fn scan(&self) -> ScanReport {
+    pub(super) async fn scan(&self) -> Result<ScanReport> {
+        self.ensure_recordable().await?;
         let mut report = ScanReport::default();
         let files = match self.unloaded_files() {
             Ok(files) => files,
             Err(error) => {
                 report.failed.push((String::new(), error));
-                return report;
+                return Ok(report);
             }
         };
         let mut prepared: Vec<Option<Prepared>> = Vec::new();
@@ -439,7 +478,7 @@ impl Core {
                 Err(error) => report.failed.push((paths[index].clone(), error)),
             }
         }
-        report
+        Ok(report)
     }
 
     pub(super) async fn set_overrides(
@@ -451,10 +490,18 @@ impl Core {
         overrides.validate()?;
         let loaded = self.registry.borrow().plugins.contains_key(&name);
         if loaded {
-            let info = self.reload(name, Some(overrides.clone())).await?;
+            let source = self.running_source(&name);
+            let info = self
+                .reload_from(name, source, Some(overrides.clone()))
+                .await?;
             return Ok((overrides, Some(info)));
         }
-        self.persist_overrides(&name, Some(&overrides)).await;
+        self.ensure_recordable().await?;
+        self.persist(&[Record::Overrides {
+            name: &name,
+            overrides: Some(&overrides),
+        }])
+        .await;
         self.registry
             .borrow_mut()
             .overrides
@@ -466,12 +513,28 @@ impl Core {
         validate_plugin_name(&name)?;
         let loaded = self.registry.borrow().plugins.contains_key(&name);
         if loaded {
-            self.reload(name.clone(), Some(ResourceOverrides::default()))
+            // The reload records that the plugin has no overrides any more.
+            let source = self.running_source(&name);
+            self.reload_from(name.clone(), source, Some(ResourceOverrides::default()))
                 .await?;
+        } else {
+            self.ensure_recordable().await?;
+            self.persist(&[Record::Overrides {
+                name: &name,
+                overrides: None,
+            }])
+            .await;
         }
-        self.persist_overrides(&name, None).await;
         self.registry.borrow_mut().overrides.remove(&name);
         Ok(())
+    }
+
+    /// What an overrides change reloads: in a cluster the source the plugin runs now (only a
+    /// reload reads its file again), otherwise its file.
+    fn running_source(&self, name: &str) -> Option<PluginSource> {
+        let registry = self.registry.borrow();
+        let bundle = registry.plugins.get(name)?.bundle.clone()?;
+        Some(PluginSource::Recorded(bundle))
     }
 
     pub(super) async fn unload_all(&self) {

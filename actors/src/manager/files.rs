@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
-use warden_runtime::js::{is_module_path, JsModule, JsPluginFactory};
+use warden_runtime::js::{is_module_path, JsModule, JsPluginFactory, SourceBundle};
 use warden_runtime::PluginFactory;
 
 use super::changes::Core;
@@ -56,28 +56,56 @@ impl Registry {
     }
 }
 
+/// What a plugin source gives a load: the factory of its instances, the file it came from
+/// (relative to the plugins directory), a name for its actor before it is described, and the
+/// source to record in a cluster.
+pub(super) struct SourceFactory {
+    pub(super) factory: Arc<dyn PluginFactory>,
+    pub(super) source: Option<String>,
+    pub(super) hint: String,
+    pub(super) bundle: Option<Arc<SourceBundle>>,
+}
+
 impl Core {
-    pub(super) fn factory_for(
-        &self,
-        source: &PluginSource,
-    ) -> Result<(Arc<dyn PluginFactory>, Option<String>, String)> {
+    pub(super) fn factory_for(&self, source: &PluginSource) -> Result<SourceFactory> {
+        let registry = self.registry.borrow();
+        let limits = registry.config.limits;
+        let from_bundle = |bundle: Arc<SourceBundle>| -> Result<SourceFactory> {
+            let module = JsModule::from_bundle(bundle.clone())?;
+            Ok(SourceFactory {
+                factory: Arc::new(JsPluginFactory { module, limits }),
+                source: Some(bundle.entry.clone()),
+                hint: bundle.entry.clone(),
+                bundle: Some(bundle),
+            })
+        };
         match source {
-            PluginSource::Native(factory) => Ok((factory.clone(), None, "native".into())),
+            PluginSource::Native(factory) => Ok(SourceFactory {
+                factory: factory.clone(),
+                source: None,
+                hint: "native".into(),
+                bundle: None,
+            }),
+            PluginSource::Recorded(bundle) => from_bundle(bundle.clone()),
             PluginSource::File(relative) => {
-                let registry = self.registry.borrow();
                 let path = registry.plugin_file(relative)?;
                 // Imports are confined to the whole plugins directory (the entry may be a link
                 // into a subdirectory), and entry files at its top are off limits to them.
-                let module = JsModule::read_in(&registry.plugins_root()?, &path)?;
-                let factory = Arc::new(JsPluginFactory {
-                    module,
-                    limits: registry.config.limits,
-                });
-                Ok((
-                    factory,
-                    Some(normalize_relative(relative)),
-                    relative.clone(),
-                ))
+                let root = registry.plugins_root()?;
+                if registry.config.cluster.is_some() {
+                    // In a cluster every node, this one included, runs the source as recorded.
+                    let mut loaded = from_bundle(Arc::new(SourceBundle::read(&root, &path)?))?;
+                    loaded.source = Some(normalize_relative(relative));
+                    loaded.hint = relative.clone();
+                    return Ok(loaded);
+                }
+                let module = JsModule::read_in(&root, &path)?;
+                Ok(SourceFactory {
+                    factory: Arc::new(JsPluginFactory { module, limits }),
+                    source: Some(normalize_relative(relative)),
+                    hint: relative.clone(),
+                    bundle: None,
+                })
             }
         }
     }

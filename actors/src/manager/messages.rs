@@ -4,9 +4,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use actix::Message;
+use warden_runtime::js::SourceBundle;
 use warden_runtime::resources::{ResourceGrants, ResourceOverrides};
 use warden_runtime::{PluginDescription, PluginFactory, PluginLimits};
 
+use crate::cluster::{DesiredStateStore, PluginStateReporter};
 use crate::gateways::Backends;
 use crate::plugin_actor::{PluginState, SupervisionPolicy};
 use crate::state_store::{StateStore, StoredState};
@@ -29,6 +31,11 @@ pub struct ManagerConfig {
     pub backends: Backends,
     /// Where overrides and the set of loaded plugins are kept (PostgreSQL), if configured.
     pub store: Option<StateStore>,
+    /// In a cluster: the desired state every node runs, where changes are recorded instead of
+    /// in the node's own `store` (which keeps the claimed prefixes).
+    pub cluster: Option<DesiredStateStore>,
+    /// In a cluster: where this node's plugin states go, for `PluginInfo.nodes`.
+    pub node_states: Option<PluginStateReporter>,
 }
 
 /// Where a plugin comes from.
@@ -38,6 +45,8 @@ pub enum PluginSource {
     File(String),
     /// A native plugin registered by Rust code.
     Native(Arc<dyn PluginFactory>),
+    /// A source the cluster recorded (entry and imports), run as it is.
+    Recorded(Arc<SourceBundle>),
 }
 
 /// A loaded plugin as operators see it.
@@ -104,9 +113,10 @@ pub struct ReloadPlugin {
     pub overrides: Option<ResourceOverrides>,
 }
 
-/// Loads every not-yet-loaded file of the plugins directory, in dependency order.
+/// Loads every not-yet-loaded file of the plugins directory, in dependency order. In a cluster
+/// whose state cannot be reached, refused as a whole (`ClusterUnavailable`).
 #[derive(Message)]
-#[rtype(result = "ScanReport")]
+#[rtype(result = "Result<ScanReport>")]
 pub struct ScanPlugins;
 
 /// Lists loaded plugins, sorted by name.

@@ -11,6 +11,7 @@
 //! - `changes`: load, unload, reload, scan and overrides, each all or nothing;
 //! - `files`: plugin files inside the plugins directory;
 //! - `migrations`: applying a plugin's migrations in a load, listing them, and the plan;
+//! - `cluster_state`: applying the cluster's desired state on this node;
 //! - `persistence`: the durable state (loaded plugins, overrides, claimed prefixes) and the
 //!   reload of changed files.
 
@@ -26,6 +27,7 @@ use warden_runtime::manifest::validate_plugin_name;
 use warden_runtime::resources::ResourceOverrides;
 
 mod changes;
+mod cluster_state;
 mod files;
 mod messages;
 mod migrations;
@@ -77,6 +79,8 @@ impl PluginManager {
                 arbiters,
                 next_arbiter: 0,
                 next_actor_id: 1,
+                cluster_generation: 0,
+                cluster_failures: BTreeSet::new(),
             })),
         }
     }
@@ -113,6 +117,7 @@ impl PluginManager {
     fn core(&self) -> Core {
         Core {
             registry: self.registry.clone(),
+            recording: true,
         }
     }
 }
@@ -159,7 +164,7 @@ impl Handler<ReloadPlugin> for PluginManager {
 }
 
 impl Handler<ScanPlugins> for PluginManager {
-    type Result = AtomicResponse<Self, ScanReport>;
+    type Result = AtomicResponse<Self, Result<ScanReport>>;
 
     fn handle(&mut self, _: ScanPlugins, _: &mut Self::Context) -> Self::Result {
         let core = self.core();
@@ -272,6 +277,8 @@ impl Handler<PluginStateChanged> for PluginManager {
         plugin.restarts = message.restarts;
         let version = plugin.description.manifest.version.to_string();
         update_state_gauges(&registry.plugins);
+        let error = (message.state == PluginState::Failed).then(|| message.reason.clone());
+        registry.report_state(&message.plugin, error.flatten());
         match message.state {
             PluginState::Running if previous == PluginState::Restarting => {
                 registry.publish(

@@ -1,25 +1,120 @@
 //! The manager's durable state (loaded plugins, overrides, claimed prefixes) and the reload of
-//! changed files. Durability is best effort per change: a failed write is logged, and the
-//! change stands.
+//! changed files. A single node keeps its state under its node id, best effort per change (a
+//! failed write is logged, and the change stands); in a cluster, changes are recorded in the
+//! cluster's desired state, which every node follows.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
+use warden_runtime::js::SourceBundle;
 use warden_runtime::resources::ResourceOverrides;
 
 use super::changes::Core;
 use super::messages::{PluginSource, ScanReport};
+use crate::cluster::{DesiredChange, DesiredStateStore};
 use crate::state_store::{StateStore, StoredState};
+use crate::{Error, Result};
+
+/// One change to record.
+pub(super) enum Record<'a> {
+    /// `name` runs from `source` (a file of the plugins directory), recorded as `bundle`.
+    Loaded {
+        name: &'a str,
+        source: Option<&'a str>,
+        bundle: Option<&'a Arc<SourceBundle>>,
+    },
+    Unloaded {
+        name: &'a str,
+    },
+    Overrides {
+        name: &'a str,
+        overrides: Option<&'a ResourceOverrides>,
+    },
+}
 
 impl Core {
     pub(super) fn store(&self) -> Option<StateStore> {
         self.registry.borrow().config.store.clone()
     }
 
-    /// Durability is best effort per change: a failed write is logged, and the change stands.
-    pub(super) async fn persist_loaded(&self, name: &str, source: Option<&str>) {
-        if let Some(store) = self.store() {
-            if let Err(error) = store.save_loaded(name, source).await {
-                tracing::warn!(plugin = %name, %error, "could not record the set of loaded plugins");
+    fn cluster_store(&self) -> Option<DesiredStateStore> {
+        self.registry.borrow().config.cluster.clone()
+    }
+
+    /// In a cluster, refuses a change the cluster could not record (`cluster_unavailable`)
+    /// before anything is changed. Changes applied from the cluster's own state are not checked.
+    pub(super) async fn ensure_recordable(&self) -> Result<()> {
+        let Some(cluster) = self.cluster_store().filter(|_| self.recording) else {
+            return Ok(());
+        };
+        cluster
+            .check_available()
+            .await
+            .map_err(|error| Error::ClusterUnavailable {
+                reason: error.to_string(),
+            })
+    }
+
+    /// Records `changes`: in a cluster in one transaction of the desired state, otherwise in
+    /// the node's own state one at a time. Nothing is recorded for changes applied from the
+    /// cluster's state.
+    pub(super) async fn persist(&self, changes: &[Record<'_>]) {
+        if !self.recording {
+            return;
+        }
+        if let Some(cluster) = self.cluster_store() {
+            let desired: Vec<DesiredChange> = changes
+                .iter()
+                .filter_map(|change| match change {
+                    // Native plugins are registered by each node's own code: not recorded.
+                    Record::Loaded { bundle: None, .. } => None,
+                    Record::Loaded {
+                        name,
+                        bundle: Some(bundle),
+                        ..
+                    } => Some(DesiredChange::Loaded {
+                        name: (*name).to_owned(),
+                        bundle: Arc::clone(bundle),
+                    }),
+                    Record::Unloaded { name } => Some(DesiredChange::Unloaded {
+                        name: (*name).to_owned(),
+                    }),
+                    Record::Overrides { name, overrides } => Some(DesiredChange::Overrides {
+                        name: (*name).to_owned(),
+                        overrides: overrides.cloned(),
+                    }),
+                })
+                .collect();
+            if desired.is_empty() {
+                return;
+            }
+            match cluster.record(&desired).await {
+                Ok(generation) => {
+                    let mut registry = self.registry.borrow_mut();
+                    registry.cluster_generation = registry.cluster_generation.max(generation);
+                }
+                Err(error) => tracing::error!(
+                    %error,
+                    "a change applied on this node could not be recorded for the cluster; the cluster's state undoes it here at the next full reconcile"
+                ),
+            }
+            return;
+        }
+        let Some(store) = self.store() else {
+            return;
+        };
+        for change in changes {
+            let (name, written) = match change {
+                Record::Loaded { name, source, .. } => {
+                    (*name, store.save_loaded(name, *source).await)
+                }
+                Record::Unloaded { name } => (*name, store.save_loaded(name, None).await),
+                Record::Overrides { name, overrides } => {
+                    (*name, store.save_overrides(name, *overrides).await)
+                }
+            };
+            if let Err(error) = written {
+                tracing::warn!(plugin = %name, %error, "could not record a change of the plugin");
             }
         }
     }
@@ -28,18 +123,6 @@ impl Core {
         if let Some(store) = self.store() {
             if let Err(error) = store.claim_prefix(name).await {
                 tracing::warn!(plugin = %name, %error, "could not record the claimed name prefix");
-            }
-        }
-    }
-
-    pub(super) async fn persist_overrides(
-        &self,
-        name: &str,
-        overrides: Option<&ResourceOverrides>,
-    ) {
-        if let Some(store) = self.store() {
-            if let Err(error) = store.save_overrides(name, overrides).await {
-                tracing::warn!(plugin = %name, %error, "could not store overrides");
             }
         }
     }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use actix::{Actor, Addr, Arbiter, ArbiterHandle, Supervisor};
 use warden_runtime::graph::DependencyGraph;
+use warden_runtime::js::SourceBundle;
 use warden_runtime::resources::{
     overlapping_prefix, PrefixOverlap, ResourceGrants, ResourceOverrides,
 };
@@ -12,6 +13,7 @@ use warden_runtime::{Event, PluginDescription, PluginFactory};
 
 use super::messages::{ManagerConfig, PluginInfo};
 use crate::broker::{EventBroker, PublishEvent};
+use crate::cluster::NodePluginState;
 use crate::directory::PluginDirectory;
 use crate::gateways::{DatabaseGateway, KafkaGateway, PluginGateways, StorageGateway};
 use crate::plugin_actor::{PluginActor, PluginServices, PluginState};
@@ -24,6 +26,8 @@ pub(super) struct LoadedPlugin {
     pub(super) description: PluginDescription,
     pub(super) factory: Arc<dyn PluginFactory>,
     pub(super) source: Option<String>,
+    /// The recorded source it runs, in a cluster.
+    pub(super) bundle: Option<Arc<SourceBundle>>,
     pub(super) grants: ResourceGrants,
     pub(super) overrides: Option<ResourceOverrides>,
     pub(super) state: PluginState,
@@ -38,6 +42,8 @@ pub(super) struct Prepared {
     pub(super) description: PluginDescription,
     pub(super) factory: Arc<dyn PluginFactory>,
     pub(super) source: Option<String>,
+    /// The source to record, in a cluster.
+    pub(super) bundle: Option<Arc<SourceBundle>>,
 }
 
 pub(super) struct Registry {
@@ -54,6 +60,11 @@ pub(super) struct Registry {
     pub(super) arbiters: Vec<Arbiter>,
     pub(super) next_arbiter: usize,
     pub(super) next_actor_id: u64,
+    /// In a cluster, the newest generation of the desired state this node recorded or
+    /// applied: an older state read before it is stale and is not applied.
+    pub(super) cluster_generation: i64,
+    /// In a cluster, the recorded plugins this node could not load (reported `failed`).
+    pub(super) cluster_failures: BTreeSet<String>,
 }
 
 impl Registry {
@@ -176,6 +187,30 @@ impl Registry {
             plugin.state = state;
         }
         update_state_gauges(&self.plugins);
+        self.report_state(name, None);
+    }
+
+    /// In a cluster, reports `name`'s state on this node for `PluginInfo.nodes`: the loaded
+    /// plugin's state, else `failed` with `error` when one is given, else that it does not run
+    /// here.
+    pub(super) fn report_state(&self, name: &str, error: Option<String>) {
+        let Some(reporter) = &self.config.node_states else {
+            return;
+        };
+        let state = match (self.plugins.get(name), error) {
+            (Some(plugin), error) => Some(NodePluginState {
+                state: plugin.state.as_str().to_owned(),
+                restarts: plugin.restarts,
+                error,
+            }),
+            (None, Some(error)) => Some(NodePluginState {
+                state: PluginState::Failed.as_str().to_owned(),
+                restarts: 0,
+                error: Some(error),
+            }),
+            (None, None) => None,
+        };
+        reporter.report(name, state);
     }
 }
 

@@ -1,7 +1,6 @@
 //! One QuickJS runtime and context per plugin instance, with its heap limit and CPU deadline.
 
 use std::cell::Cell;
-use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -10,6 +9,7 @@ use rquickjs::{
     CatchResultExt, CaughtError, Context, Ctx, Function, Module, Object, Runtime, WriteOptions,
 };
 
+use super::bundle::ModuleFiles;
 use super::host::{install_natives, HostShared};
 use super::source::ConfinedModuleLoader;
 use crate::plugin::PluginLimits;
@@ -38,7 +38,11 @@ pub(crate) struct JsEngine {
 
 impl JsEngine {
     /// Creates the runtime with its limits, installs the prelude and the native functions.
-    pub(crate) fn new(root: PathBuf, limits: PluginLimits, host: &Rc<HostShared>) -> Result<Self> {
+    pub(crate) fn new(
+        files: ModuleFiles,
+        limits: PluginLimits,
+        host: &Rc<HostShared>,
+    ) -> Result<Self> {
         let plugin = host.plugin.borrow().clone();
         let crashed = |reason: String| Error::Crashed {
             plugin: plugin.clone(),
@@ -47,12 +51,11 @@ impl JsEngine {
         let runtime = Runtime::new().map_err(|error| crashed(error.to_string()))?;
         runtime.set_memory_limit((limits.memory_limit_mb as usize).saturating_mul(1024 * 1024));
         runtime.set_max_stack_size(MAX_STACK_BYTES);
-        let loader = ConfinedModuleLoader { root };
         runtime.set_loader(
             ConfinedModuleLoader {
-                root: loader.root.clone(),
+                files: files.clone(),
             },
-            loader,
+            ConfinedModuleLoader { files },
         );
         let deadline = Rc::new(Cell::new(None::<Instant>));
         let interrupted = Rc::new(Cell::new(false));

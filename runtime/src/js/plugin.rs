@@ -7,7 +7,6 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::path::PathBuf;
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
 
@@ -17,6 +16,7 @@ use rquickjs::{Function, Object};
 use serde_json::Value;
 use tokio::task::AbortHandle;
 
+use super::bundle::ModuleFiles;
 use super::engine::JsEngine;
 use super::host::{error_json, HostRequest, HostShared};
 use crate::manifest::PluginManifest;
@@ -50,9 +50,14 @@ struct Inner {
 impl JsPlugin {
     /// Creates an engine, evaluates the entry module (`entry` is its file name inside `root`,
     /// `code` its JavaScript) and validates the plugin object and its metadata.
-    pub fn load(root: PathBuf, entry: &str, code: String, limits: PluginLimits) -> Result<Self> {
+    pub fn load(
+        files: ModuleFiles,
+        entry: &str,
+        code: String,
+        limits: PluginLimits,
+    ) -> Result<Self> {
         let host = HostShared::new(entry.to_string(), limits);
-        let engine = JsEngine::new(root, limits, &host)?;
+        let engine = JsEngine::new(files, limits, &host)?;
         let described = engine.load_module(entry, code)?;
         let described: Value = serde_json::from_str(&described).map_err(|error| {
             Error::invalid_format(format!("cannot read the plugin object: {error}"))

@@ -13,6 +13,7 @@ use rquickjs::loader::{ImportAttributes, Loader, Resolver};
 use rquickjs::module::Declared;
 use rquickjs::{Ctx, Module};
 
+use super::bundle::ModuleFiles;
 use crate::{Error, Result};
 
 /// File extensions Warden loads as plugin modules.
@@ -181,10 +182,11 @@ pub fn confine_import(root: &Path, name: &str) -> Result<PathBuf> {
     Ok(resolved)
 }
 
-/// The engine's module resolver and loader: module names are paths relative to `root`.
+/// The engine's module resolver and loader: module names are paths relative to the plugins
+/// directory, read from it (confined) or from the plugin's recorded source.
 pub struct ConfinedModuleLoader {
-    /// The plugins directory, canonical (no symbolic links); nothing outside it can be imported.
-    pub root: PathBuf,
+    /// The plugins directory, canonical (nothing outside it can be imported), or the source.
+    pub files: ModuleFiles,
 }
 
 impl Resolver for ConfinedModuleLoader {
@@ -207,11 +209,28 @@ impl Loader for ConfinedModuleLoader {
         name: &str,
         _attributes: Option<ImportAttributes<'js>>,
     ) -> rquickjs::Result<Module<'js, Declared>> {
-        let path = confine_import(&self.root, name)
-            .map_err(|error| rquickjs::Exception::throw_reference(ctx, &error.to_string()))?;
-        let text = std::fs::read_to_string(&path).map_err(|error| {
-            rquickjs::Exception::throw_reference(ctx, &format!("cannot import '{name}': {error}"))
-        })?;
+        let text = match &self.files {
+            ModuleFiles::Directory(root) => {
+                let path = confine_import(root, name).map_err(|error| {
+                    rquickjs::Exception::throw_reference(ctx, &error.to_string())
+                })?;
+                std::fs::read_to_string(&path).map_err(|error| {
+                    rquickjs::Exception::throw_reference(
+                        ctx,
+                        &format!("cannot import '{name}': {error}"),
+                    )
+                })?
+            }
+            ModuleFiles::Recorded(bundle) => match bundle.files.get(name) {
+                Some(text) => text.clone(),
+                None => {
+                    return Err(rquickjs::Exception::throw_reference(
+                        ctx,
+                        &format!("cannot import '{name}': it is not part of the plugin's recorded source (only imports found when it was loaded are; name dynamic imports with a literal path)"),
+                    ))
+                }
+            },
+        };
         let code = to_javascript(name, text)
             .map_err(|error| rquickjs::Exception::throw_syntax(ctx, &error.to_string()))?;
         Module::declare(ctx.clone(), name, code)

@@ -120,7 +120,7 @@ async fn with_plugin(
     let local = tokio::task::LocalSet::new();
     local
         .run_until(async move {
-            let plugin = JsPlugin::load(module.root, &module.entry, module.code, limits).unwrap();
+            let plugin = JsPlugin::load(module.files, &module.entry, module.code, limits).unwrap();
             let recorded = Rc::new(Recorded::default());
             plugin.initialize(context(&recorded)).await.unwrap();
             test(plugin, recorded).await;
@@ -355,7 +355,7 @@ fn importing(specifier: &str) -> (tempfile::TempDir, std::path::PathBuf) {
 fn load_importing(root: &Path) -> Result<JsPlugin> {
     let module = JsModule::read_in(root, &root.join("hostile.js"))?;
     JsPlugin::load(
-        module.root,
+        module.files,
         &module.entry,
         module.code,
         PluginLimits::default(),
@@ -626,7 +626,7 @@ fn load_refusal(body: &str) -> Error {
     let directory = tempfile::tempdir().unwrap();
     let module = module(directory.path(), body);
     JsPlugin::load(
-        module.root,
+        module.files,
         &module.entry,
         module.code,
         PluginLimits::default(),
@@ -973,7 +973,7 @@ fn a_route_naming_a_lifecycle_or_inherited_function_is_refused() {
             ),
         );
         let error = JsPlugin::load(
-            module.root,
+            module.files,
             &module.entry,
             module.code,
             PluginLimits::default(),

@@ -11,6 +11,8 @@
 /// The bearer token on every endpoint, and refused requests: 400, 404 and 422 answers, and that a
 /// refused request changes nothing.
 mod auth_and_errors;
+/// Warden as a cluster: `GET /cluster`, membership, nodes going down.
+mod cluster;
 /// Event bus: order, no self-delivery, `*`/`**` patterns, `once`/`off`, admin and lifecycle
 /// events, and the SSE stream.
 mod events;

@@ -126,6 +126,8 @@ type BoxError = Box<dyn StdError + Sync + Send>;
 #[derive(Clone)]
 pub struct DatabaseBackend {
     pool: deadpool_postgres::Pool,
+    /// How Warden's own connections connect, for one outside the pool (`LISTEN`).
+    own_config: tokio_postgres::Config,
     plugins: Arc<PluginDatabaseAccess>,
 }
 
@@ -154,7 +156,7 @@ impl DatabaseBackend {
         let mut own_config = config.clone();
         own_config.options("-c search_path=public");
         let manager = Manager::from_config(
-            own_config,
+            own_config.clone(),
             NoTls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
@@ -165,12 +167,22 @@ impl DatabaseBackend {
             .build()
             .map_err(|error| format!("cannot build the database pool: {error}"))?;
         let plugins = Arc::new(PluginDatabaseAccess::new(pool.clone(), config, settings));
-        Ok(DatabaseBackend { pool, plugins })
+        Ok(DatabaseBackend {
+            pool,
+            own_config,
+            plugins,
+        })
     }
 
     /// Warden's own pool, for the state store.
     pub fn pool(&self) -> &deadpool_postgres::Pool {
         &self.pool
+    }
+
+    /// How Warden's own connections connect: for a connection of its own outside the pool,
+    /// such as one that waits for notifications.
+    pub fn own_config(&self) -> &tokio_postgres::Config {
+        &self.own_config
     }
 
     /// The role `plugin`'s statements run as, once roles are known to be on.
