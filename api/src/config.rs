@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use figment::providers::{Env, Format as _, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
-use warden_actors::gateways::kafka::DEFAULT_MAX_CONSUMERS_PER_PLUGIN;
+use warden_actors::gateways::kafka::{DEFAULT_MAX_CONSUMERS_PER_PLUGIN, DEFAULT_TOPIC_PARTITIONS};
 use warden_actors::gateways::DatabaseSettings;
 use warden_runtime::PluginLimits;
 
@@ -117,6 +117,8 @@ pub struct Settings {
     pub database_max_result_bytes: usize,
     /// Kafka consumers one plugin may have at once.
     pub plugin_max_consumers: usize,
+    /// Partitions of the topics Warden creates.
+    pub kafka_topic_partitions: u32,
     /// This node's id (default: see [`Settings::node_id`]).
     pub node_id: Option<String>,
     /// The cluster this node is part of, or `None` for a single node.
@@ -162,6 +164,7 @@ impl Default for Settings {
             database_max_rows: database.max_rows,
             database_max_result_bytes: database.max_result_bytes,
             plugin_max_consumers: DEFAULT_MAX_CONSUMERS_PER_PLUGIN,
+            kafka_topic_partitions: DEFAULT_TOPIC_PARTITIONS,
             node_id: None,
             cluster: None,
             node_timeout_s: 10,
@@ -200,6 +203,7 @@ impl Settings {
             max_rows: self.database_max_rows,
             max_result_bytes: self.database_max_result_bytes,
             statement_timeout: std::time::Duration::from_millis(self.plugin_call_timeout_ms),
+            cluster: self.cluster.clone(),
             ..defaults
         }
     }
@@ -283,6 +287,10 @@ impl Settings {
         anyhow::ensure!(
             settings.plugin_max_consumers > 0,
             "WARDEN_PLUGIN_MAX_CONSUMERS must be positive"
+        );
+        anyhow::ensure!(
+            (1..=10_000).contains(&settings.kafka_topic_partitions),
+            "WARDEN_KAFKA_TOPIC_PARTITIONS must be 1 to 10000"
         );
         if let Some(node_id) = &settings.node_id {
             check_node_id(node_id)?;

@@ -205,8 +205,10 @@ pub async fn run(
         }
     };
     futures::join!(handle.stop(true), public_stopped);
-    warden.shutdown().await;
+    // Nobody can reach the node any more: the others see it down at once, not after the
+    // timeout, while its plugins clean up.
     let _ = membership.send(LeaveCluster).await;
+    warden.shutdown().await;
     let _ = serving.await;
     if let Some((_, serving)) = public {
         let _ = serving.await;
@@ -312,7 +314,8 @@ fn connect_backends(settings: &Settings) -> anyhow::Result<Backends> {
         Some(brokers) => Some(
             KafkaBackend::connect(brokers, settings.ksqldb_url.clone())
                 .map_err(|error| anyhow::anyhow!("invalid WARDEN_KAFKA_BROKERS: {error}"))?
-                .with_max_consumers_per_plugin(settings.plugin_max_consumers),
+                .with_max_consumers_per_plugin(settings.plugin_max_consumers)
+                .with_topic_partitions(settings.kafka_topic_partitions),
         ),
         None => None,
     };
@@ -379,6 +382,10 @@ fn with_plugin_keys(
                 token: token.clone(),
             })
             .map_err(|error| anyhow::anyhow!("invalid S3 admin settings: {error}"))?;
+            let keys = match &settings.cluster {
+                Some(_) => keys.for_node(&settings.node_id()?),
+                None => keys,
+            };
             Ok(backend.with_plugin_keys(keys))
         }
         (None, None) => {

@@ -11,7 +11,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use crate::gateways::DatabaseBackend;
 use crate::state_store::{connection, lost_creation_race, StoreError};
 
-const CREATE_STATEMENTS: [&str; 2] = [
+const CREATE_STATEMENTS: [&str; 3] = [
     "CREATE SCHEMA IF NOT EXISTS warden",
     "CREATE TABLE IF NOT EXISTS warden.cluster_nodes (
         cluster text NOT NULL,
@@ -23,14 +23,18 @@ const CREATE_STATEMENTS: [&str; 2] = [
         stopped boolean NOT NULL DEFAULT false,
         PRIMARY KEY (cluster, node)
     )",
+    // Which run of the node wrote the row: a heartbeat still in flight when its process
+    // leaves must not mark the node up again, a new run of it must.
+    "ALTER TABLE warden.cluster_nodes ADD COLUMN IF NOT EXISTS incarnation text NOT NULL DEFAULT ''",
 ];
 
 /// A restart of the same node keeps its row: it is the same member, back.
-const UPSERT_BEAT: &str =
-    "INSERT INTO warden.cluster_nodes (cluster, node, admin_address, http_address)
-    VALUES ($1, $2, $3, $4)
+const UPSERT_BEAT: &str = "INSERT INTO warden.cluster_nodes
+        (cluster, node, admin_address, http_address, incarnation) VALUES ($1, $2, $3, $4, $5)
     ON CONFLICT (cluster, node) DO UPDATE SET admin_address = EXCLUDED.admin_address,
-        http_address = EXCLUDED.http_address, last_seen = clock_timestamp(), stopped = false";
+        http_address = EXCLUDED.http_address, last_seen = clock_timestamp(), stopped = false,
+        incarnation = EXCLUDED.incarnation
+    WHERE NOT (cluster_nodes.stopped AND cluster_nodes.incarnation = EXCLUDED.incarnation)";
 
 /// A node that stopped on purpose is down at once, not only after the timeout.
 const MARK_STOPPED: &str =
@@ -64,6 +68,17 @@ pub struct NodeRecord {
 pub struct NodeAddresses {
     pub admin_address: String,
     pub http_address: Option<String>,
+}
+
+/// An id of this run of the process, different at every start.
+fn incarnation() -> &'static str {
+    static INCARNATION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    INCARNATION.get_or_init(|| {
+        let started = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_nanos());
+        format!("{}-{started}", std::process::id())
+    })
 }
 
 /// The rows of one cluster.
@@ -103,6 +118,7 @@ impl NodeTable {
                     &node,
                     &addresses.admin_address,
                     &addresses.http_address,
+                    &incarnation(),
                 ],
             )
             .await

@@ -68,6 +68,9 @@ pub struct GarageKeys {
     /// set were left by an earlier process and are deleted; a reload's new gateway must not
     /// delete the key the old version still runs on.
     live: Arc<Mutex<HashSet<String>>>,
+    /// In a cluster, this node's id: each node has its own key per plugin, so a node that
+    /// replaces its stale keys never deletes the key another node's plugin runs on.
+    node: Option<String>,
 }
 
 impl GarageKeys {
@@ -92,12 +95,28 @@ impl GarageKeys {
             token: config.token,
             http,
             live: Arc::default(),
+            node: None,
         })
     }
 
-    /// The name of `plugin`'s key: `warden-plugin-<plugin>`.
+    /// The same client for node `node` of a cluster: its keys are `warden-plugin-<plugin>@<node>`.
+    pub fn for_node(mut self, node: &str) -> Self {
+        self.node = Some(node.to_owned());
+        self
+    }
+
+    /// The name of `plugin`'s key on a single node: `warden-plugin-<plugin>`.
     pub fn key_name(plugin: &str) -> String {
         format!("{KEY_NAME_PREFIX}{plugin}")
+    }
+
+    /// The name of `plugin`'s key here: on a node of a cluster, `warden-plugin-<plugin>@<node>`
+    /// (neither plugin names nor node ids contain `@`).
+    fn own_key_name(&self, plugin: &str) -> String {
+        match &self.node {
+            Some(node) => format!("{}@{node}", Self::key_name(plugin)),
+            None => Self::key_name(plugin),
+        }
     }
 
     /// Makes a new key for `plugin`, allowed on exactly `buckets` (which must exist). Keys of
@@ -108,7 +127,7 @@ impl GarageKeys {
         plugin: &str,
         buckets: &[BucketAccess],
     ) -> Result<PluginKey> {
-        let name = Self::key_name(plugin);
+        let name = self.own_key_name(plugin);
         self.delete_stale_keys(&name).await?;
         let created = self
             .call(

@@ -197,7 +197,10 @@ impl Core {
             source: prepared.source.as_deref(),
             bundle: prepared.bundle.as_ref(),
         }];
-        if let Some(overrides) = &overrides {
+        // A native plugin's overrides are its node's own: a cluster does not record them.
+        let recorded_overrides =
+            prepared.bundle.is_some() || self.registry.borrow().config.cluster.is_none();
+        if let Some(overrides) = overrides.as_ref().filter(|_| recorded_overrides) {
             let stored =
                 Some(overrides).filter(|overrides| **overrides != ResourceOverrides::default());
             records.push(Record::Overrides {
@@ -247,6 +250,7 @@ impl Core {
         );
         update_state_gauges(&registry.plugins);
         registry.cluster_failures.remove(&name);
+        registry.failed_reloads.remove(&name);
         registry.report_state(&name, None);
         let version = manifest.version.to_string();
         if reloaded {
@@ -444,6 +448,16 @@ impl Core {
         let mut paths = Vec::new();
         for relative in files {
             match self.prepare(&PluginSource::File(relative.clone())).await {
+                Ok(instance) if self.recorded_elsewhere(&instance.description.manifest.name) => {
+                    let name = instance.description.manifest.name.clone();
+                    instance.actor.do_send(TerminatePlugin);
+                    report.failed.push((
+                        relative,
+                        Error::InvalidRequest {
+                            reason: format!("the cluster records plugin '{name}' already; this node runs the recorded source (reload it to make this file the cluster's source)"),
+                        },
+                    ));
+                }
                 Ok(instance) => {
                     let manifest = &instance.description.manifest;
                     candidates.push(Candidate {
@@ -527,6 +541,13 @@ impl Core {
         }
         self.registry.borrow_mut().overrides.remove(&name);
         Ok(())
+    }
+
+    /// Whether the cluster records plugin `name` while it does not run here (it failed here): a
+    /// scan must not replace the recorded source by this node's own file.
+    fn recorded_elsewhere(&self, name: &str) -> bool {
+        let registry = self.registry.borrow();
+        registry.cluster_recorded.contains(name) && !registry.plugins.contains_key(name)
     }
 
     /// What an overrides change reloads: in a cluster the source the plugin runs now (only a

@@ -11,7 +11,7 @@ use warden_runtime::resources::ResourceOverrides;
 use super::changes::Core;
 use super::messages::PluginSource;
 use super::PluginManager;
-use crate::cluster::{ApplyDesiredState, DesiredState};
+use crate::cluster::{ApplyDesiredState, DesiredState, RecordedPlugin};
 use crate::Error;
 
 impl Handler<ApplyDesiredState> for PluginManager {
@@ -48,7 +48,25 @@ impl Core {
                 return Vec::new();
             }
             registry.cluster_generation = state.generation;
+            // Native plugins' overrides are this node's own, and stay.
+            let native: Vec<(String, ResourceOverrides)> = registry
+                .overrides
+                .iter()
+                .filter(|(name, _)| {
+                    registry
+                        .plugins
+                        .get(*name)
+                        .is_some_and(|plugin| plugin.bundle.is_none())
+                })
+                .map(|(name, overrides)| (name.clone(), overrides.clone()))
+                .collect();
             registry.overrides = state.overrides.clone();
+            registry.overrides.extend(native);
+            registry.cluster_recorded = state
+                .plugins
+                .iter()
+                .map(|plugin| plugin.name.clone())
+                .collect();
         }
         let recorded: BTreeMap<&str, usize> = state
             .plugins
@@ -56,7 +74,6 @@ impl Core {
             .enumerate()
             .map(|(index, plugin)| (plugin.name.as_str(), index))
             .collect();
-        let mut failed = Vec::new();
         let unloads: Vec<String> = {
             let registry = self.registry.borrow();
             registry
@@ -75,33 +92,87 @@ impl Core {
         for name in unloads {
             self.stop_plugin(&name, true).await;
         }
-        for plugin in &state.plugins {
-            let wanted = wanted_overrides(&state, &plugin.name);
-            let current = {
-                let registry = self.registry.borrow();
-                registry.plugins.get(&plugin.name).map(|loaded| {
-                    let same_source = loaded
-                        .bundle
-                        .as_ref()
-                        .is_some_and(|bundle| bundle.digest() == plugin.digest);
-                    same_source && loaded.overrides == wanted
-                })
-            };
-            let source = PluginSource::Recorded(plugin.bundle.clone());
-            let applied = match current {
-                Some(true) => continue,
-                Some(false) => self
-                    .reload_from(plugin.name.clone(), Some(source), None)
-                    .await
-                    .map(drop),
-                None => self.load(source, None).await.map(drop),
-            };
-            if let Err(error) = applied {
-                failed.push((plugin.name.clone(), error));
+        // In passes: a reload keeps a plugin's place in the record, so a plugin may come before
+        // a dependency it gained; a pass that brought something up lets the next try the rest.
+        let mut pending: Vec<&RecordedPlugin> = state.plugins.iter().collect();
+        let mut failed: Vec<(String, Error)> = Vec::new();
+        loop {
+            let mut progressed = false;
+            failed.clear();
+            let mut still_pending = Vec::new();
+            for plugin in pending {
+                match self.apply_recorded(&state, plugin).await {
+                    Ok(changed) => progressed |= changed,
+                    Err(error) => {
+                        failed.push((plugin.name.clone(), error));
+                        still_pending.push(plugin);
+                    }
+                }
+            }
+            pending = still_pending;
+            if pending.is_empty() || !progressed {
+                break;
             }
         }
         self.report_failures(&failed);
         failed
+    }
+
+    /// Brings one recorded plugin up here: loads it when it does not run, reloads it when it
+    /// runs another source or other overrides; answers whether anything changed. A reload that
+    /// failed here for this very source is not tried again (each try would stop and restart the
+    /// version that runs): it stays failed until the cluster records another source.
+    async fn apply_recorded(
+        &self,
+        state: &DesiredState,
+        plugin: &RecordedPlugin,
+    ) -> Result<bool, Error> {
+        let wanted = wanted_overrides(state, &plugin.name);
+        let current = {
+            let registry = self.registry.borrow();
+            registry.plugins.get(&plugin.name).map(|loaded| {
+                let same_source = loaded
+                    .bundle
+                    .as_ref()
+                    .is_some_and(|bundle| bundle.digest() == plugin.digest);
+                (
+                    same_source && loaded.overrides == wanted,
+                    loaded.bundle.is_none(),
+                )
+            })
+        };
+        let source = PluginSource::Recorded(plugin.bundle.clone());
+        match current {
+            Some((true, _)) => Ok(false),
+            Some((false, true)) => Err(Error::InvalidRequest {
+                reason: format!(
+                    "plugin '{}' is a native plugin of this node, which the cluster's plugin of that name does not replace",
+                    plugin.name
+                ),
+            }),
+            Some((false, false)) => {
+                let failed_before = self
+                    .registry
+                    .borrow()
+                    .failed_reloads
+                    .get(&plugin.name)
+                    .cloned();
+                if let Some((_, error)) = failed_before.filter(|(digest, _)| *digest == plugin.digest) {
+                    return Err(error);
+                }
+                match self.reload_from(plugin.name.clone(), Some(source), None).await {
+                    Ok(_) => Ok(true),
+                    Err(error) => {
+                        self.registry
+                            .borrow_mut()
+                            .failed_reloads
+                            .insert(plugin.name.clone(), (plugin.digest.clone(), error.clone()));
+                        Err(error)
+                    }
+                }
+            }
+            None => self.load(source, None).await.map(|_| true),
+        }
     }
 
     /// Reports `failed` on this node for `PluginInfo.nodes`, and that the plugins that failed
@@ -109,6 +180,7 @@ impl Core {
     fn report_failures(&self, failed: &[(String, Error)]) {
         let mut registry = self.registry.borrow_mut();
         let now: BTreeSet<String> = failed.iter().map(|(name, _)| name.clone()).collect();
+        registry.failed_reloads.retain(|name, _| now.contains(name));
         let before = std::mem::replace(&mut registry.cluster_failures, now.clone());
         for name in before.difference(&now) {
             registry.report_state(name, None);

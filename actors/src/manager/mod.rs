@@ -81,6 +81,8 @@ impl PluginManager {
                 next_actor_id: 1,
                 cluster_generation: 0,
                 cluster_failures: BTreeSet::new(),
+                failed_reloads: BTreeMap::new(),
+                cluster_recorded: BTreeSet::new(),
             })),
         }
     }

@@ -63,8 +63,14 @@ pub(super) struct Registry {
     /// In a cluster, the newest generation of the desired state this node recorded or
     /// applied: an older state read before it is stale and is not applied.
     pub(super) cluster_generation: i64,
-    /// In a cluster, the recorded plugins this node could not load (reported `failed`).
+    /// In a cluster, the recorded plugins this node could not bring up (reported `failed`).
     pub(super) cluster_failures: BTreeSet<String>,
+    /// In a cluster, reloads that failed here, by plugin: the recorded digest and the error,
+    /// so the same source is not tried again (each try stops the version that runs).
+    pub(super) failed_reloads: BTreeMap<String, (String, Error)>,
+    /// In a cluster, the names the last applied state records: a scan never loads this node's
+    /// own file of one of them over the recorded source.
+    pub(super) cluster_recorded: BTreeSet<String>,
 }
 
 impl Registry {

@@ -35,46 +35,35 @@ impl SourceBundle {
     /// out (it fails when it runs, as it would from the directory).
     pub fn read(root: &Path, path: &Path) -> Result<Self> {
         let (root, entry, resolved) = entry_name(root, path)?;
-        let text = std::fs::read_to_string(&resolved).map_err(|error| {
-            Error::invalid_format(format!("cannot read '{}': {error}", path.display()))
-        })?;
+        let mut budget = MAX_SOURCE_BYTES;
+        let text = read_recordable(&resolved, &entry, &mut budget)?;
         let mut files = BTreeMap::new();
-        let mut bytes = text.len();
         let mut queue = VecDeque::from([(entry.clone(), text)]);
         while let Some((name, text)) = queue.pop_front() {
-            for (specifier, required) in imports_of(&name, &text) {
+            for (specifier, required) in imports_of(&name, &text)? {
                 let import = match resolve_import(&name, &specifier) {
                     Ok(import) => import,
                     Err(error) if required => return Err(error),
                     Err(_) => continue,
                 };
-                if import == entry || files.contains_key(&import) {
+                let known = import == entry
+                    || files.contains_key(&import)
+                    || queue.iter().any(|(queued, _)| *queued == import);
+                if known {
                     continue;
                 }
-                if queue.iter().any(|(queued, _)| *queued == import) {
-                    continue;
+                if files.len() + queue.len() + 1 > MAX_SOURCE_FILES {
+                    return Err(too_large());
                 }
-                let read = confine_import(&root, &import).and_then(|file| {
-                    std::fs::read_to_string(file).map_err(|error| {
-                        Error::invalid_format(format!("cannot import '{import}': {error}"))
-                    })
-                });
+                let read = confine_import(&root, &import)
+                    .and_then(|file| read_recordable(&file, &import, &mut budget));
                 match read {
-                    Ok(text) => {
-                        bytes = bytes.saturating_add(text.len());
-                        queue.push_back((import, text));
-                    }
+                    Ok(text) => queue.push_back((import, text)),
                     Err(error) if required => return Err(error),
                     Err(_) => {}
                 }
             }
             files.insert(name, text);
-            if files.len() + queue.len() > MAX_SOURCE_FILES || bytes > MAX_SOURCE_BYTES {
-                return Err(Error::invalid_format(format!(
-                    "the plugin's source is too large to record: at most {MAX_SOURCE_FILES} files and {} MiB in all",
-                    MAX_SOURCE_BYTES / (1024 * 1024)
-                )));
-            }
         }
         Ok(SourceBundle { entry, files })
     }
@@ -98,14 +87,52 @@ impl SourceBundle {
     }
 }
 
+fn too_large() -> Error {
+    Error::invalid_format(format!(
+        "the plugin's source is too large to record: at most {MAX_SOURCE_FILES} files and {} MiB in all",
+        MAX_SOURCE_BYTES / (1024 * 1024)
+    ))
+}
+
+/// Reads one module file of a source: a regular file (never a pipe or a device, which could
+/// block), within what is left of the size budget, and without NUL characters (PostgreSQL's
+/// `jsonb`, where the source is recorded, cannot hold them; no module needs one unescaped).
+fn read_recordable(path: &Path, name: &str, budget: &mut usize) -> Result<String> {
+    let refused = |why: String| Error::invalid_format(format!("cannot import '{name}': {why}"));
+    let metadata = std::fs::metadata(path).map_err(|error| refused(error.to_string()))?;
+    if !metadata.is_file() {
+        return Err(refused("it is not a regular file".to_owned()));
+    }
+    let size = usize::try_from(metadata.len()).unwrap_or(usize::MAX);
+    if size > *budget {
+        return Err(too_large());
+    }
+    let text = std::fs::read_to_string(path).map_err(|error| refused(error.to_string()))?;
+    if text.len() > *budget {
+        return Err(too_large());
+    }
+    if text.contains('\0') {
+        return Err(refused(
+            "it contains a NUL character; write it as an escape (\\0)".to_owned(),
+        ));
+    }
+    *budget -= text.len();
+    Ok(text)
+}
+
 /// The module specifiers `text` imports, each with whether the module cannot evaluate without
-/// it (static imports; type-only imports are stripped and left out).
-fn imports_of(name: &str, text: &str) -> Vec<(String, bool)> {
+/// it (static imports). A TypeScript module's imports are read from the JavaScript its types
+/// are stripped to, which is what runs: imports only types use are gone from it.
+fn imports_of(name: &str, text: &str) -> Result<Vec<(String, bool)>> {
+    let is_typescript = name.ends_with(".ts") || name.ends_with(".mts");
+    let javascript = if is_typescript {
+        super::to_javascript(name, text.to_owned())?
+    } else {
+        text.to_owned()
+    };
+    let text = javascript.as_str();
     let allocator = Allocator::default();
-    let source_type = SourceType::from_path(name)
-        .unwrap_or_else(|_| SourceType::mjs())
-        .with_module(true);
-    let parsed = Parser::new(&allocator, text, source_type).parse();
+    let parsed = Parser::new(&allocator, text, SourceType::mjs()).parse();
     let record = &parsed.module_record;
     let mut imports: Vec<(String, bool)> = record
         .requested_modules
@@ -121,7 +148,7 @@ fn imports_of(name: &str, text: &str) -> Vec<(String, bool)> {
     }
     imports.sort();
     imports.dedup();
-    imports
+    Ok(imports)
 }
 
 /// The text of a quoted literal without escapes (`'./a.js'`, `"./a.js"`, `` `./a.js` ``).
@@ -164,7 +191,7 @@ mod tests {
         let root = directory(&[
             (
                 "shop.ts",
-                "import type { T } from './types.ts';\nimport { a } from './lib/a.js';\nexport * from './lib/b.mjs';\nexport default { metadata: {} };\nconst later = () => import('./lib/lazy.js');",
+                "import type { T } from './types.ts';\nimport { a } from './lib/a.js';\nexport * from './lib/b.mjs';\nexport default { metadata: {}, a };\nconst later = () => import('./lib/lazy.js');",
             ),
             ("types.ts", "export type T = number;"),
             ("lib/a.js", "import { c } from '../common/c.js'; export const a = c;"),
@@ -241,6 +268,42 @@ mod tests {
         assert_eq!(first.digest(), read().digest());
         std::fs::write(root.path().join("a.js"), "export const a = 2;").unwrap();
         assert_ne!(first.digest(), read().digest(), "an import changed");
+    }
+
+    #[test]
+    fn what_the_record_cannot_hold_or_a_read_could_block_on_is_refused() {
+        let root = directory(&[
+            (
+                "nul.js",
+                "import { x } from './lib/nul.js'; export default {};",
+            ),
+            ("lib/nul.js", "export const x = '\0';"),
+            (
+                "lazy.js",
+                "export default { later: () => import('./lib/pipe.js') };",
+            ),
+        ]);
+        let error = SourceBundle::read(root.path(), &root.path().join("nul.js")).unwrap_err();
+        assert!(error.to_string().contains("NUL"), "{error}");
+        #[cfg(unix)]
+        {
+            let pipe = root.path().join("lib/pipe.js");
+            let made = std::process::Command::new("mkfifo").arg(&pipe).status();
+            if made.is_ok_and(|status| status.success()) {
+                let bundle = SourceBundle::read(root.path(), &root.path().join("lazy.js")).unwrap();
+                assert_eq!(bundle.files.len(), 1, "a pipe is never read");
+            }
+        }
+    }
+
+    #[test]
+    fn a_typescript_import_only_types_use_is_not_part_of_the_source() {
+        let root = directory(&[(
+            "shapes.ts",
+            "import { Shape } from './shape.d.ts';\nconst area = (shape: Shape): number => shape.w * shape.h;\nexport default { metadata: {}, area };",
+        )]);
+        let bundle = SourceBundle::read(root.path(), &root.path().join("shapes.ts")).unwrap();
+        assert_eq!(bundle.files.len(), 1, "{:?}", bundle.files.keys());
     }
 
     #[test]

@@ -179,6 +179,10 @@ pub fn confine_import(root: &Path, name: &str) -> Result<PathBuf> {
             "it is a symbolic link to a file that is not a .js, .mjs, .ts or .mts file",
         ));
     }
+    // A pipe or a device named like a module would block the read, and the plugin's thread.
+    if !resolved.is_file() {
+        return Err(refused("it is not a regular file"));
+    }
     Ok(resolved)
 }
 

@@ -2,6 +2,7 @@
 //! several nodes of one cluster, each started with its own plugins directory.
 
 use std::net::ToSocketAddrs as _;
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use warden_tests::proxy::TcpProxy;
@@ -460,5 +461,106 @@ export default {{
     assert!(
         execute_on(&second, &name).await.is_none(),
         "not running there"
+    );
+}
+
+/// A plugin whose consumer in group `workers` records what it received on its node.
+fn worker(name: &str) -> String {
+    format!(
+        r#"
+const received = [];
+export default {{
+  metadata: {{ name: "{name}", version: "1.0.0", allowedTopics: ["jobs"] }},
+  async initialize(context) {{
+    this.kafka = context.kafka;
+    await this.kafka.createConsumer("worker", "workers");
+    await this.kafka.subscribe("worker", ["jobs"], async (payload) => {{
+      received.push(payload.message.value);
+    }});
+  }},
+  async execute(input) {{
+    if (input && input.send) {{
+      await this.kafka.sendMessage("jobs", input.send.map((value) => ({{ key: value, value }})));
+      return input.send.length;
+    }}
+    return received;
+  }},
+}};
+"#
+    )
+}
+
+/// What `name`'s consumer received on `process`.
+async fn received_on(process: &WardenProcess, name: &str) -> Vec<String> {
+    let (status, body) = process.admin().execute(name, json!(null)).await;
+    assert_eq!(status, 200, "{body}");
+    body["result"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|value| value.as_str().map(str::to_owned))
+        .collect()
+}
+
+#[actix_rt::test]
+async fn a_plugins_consumers_on_several_nodes_share_their_group() {
+    let cluster = unique("group").replace('_', "-");
+    let name = unique("worker").replace('_', "-");
+    let first = start_node(&cluster, "node-a");
+    let mut second = start_node(&cluster, "node-b");
+    first.write_plugin("worker.js", &worker(&name));
+    let (status, loaded) = first.admin().load("worker.js").await;
+    assert_eq!(status, 201, "{loaded}");
+    assert!(
+        wait_until(PATIENCE, || async {
+            second.admin().get(&format!("/plugins/{name}")).await.0 == 200
+        })
+        .await
+    );
+
+    // Rounds of messages with many keys, until both nodes' consumers have had some: the group
+    // split the topic's partitions between them.
+    let mut sent: Vec<String> = Vec::new();
+    let split = wait_until(Duration::from_secs(60), || {
+        let batch: Vec<String> = (0..30)
+            .map(|index| format!("m{}-{index}", sent.len()))
+            .collect();
+        sent.extend(batch.iter().cloned());
+        let (first, second, name) = (&first, &second, &name);
+        async move {
+            let (status, _) = first.admin().execute(name, json!({ "send": batch })).await;
+            assert_eq!(status, 200);
+            // A round every 200 ms at most: the split takes a rebalance, seconds.
+            actix_rt::time::sleep(Duration::from_millis(200)).await;
+            !received_on(first, name).await.is_empty()
+                && !received_on(second, name).await.is_empty()
+        }
+    })
+    .await;
+    assert!(split, "both nodes' consumers got a share of the partitions");
+    let everything = wait_until(Duration::from_secs(60), || async {
+        let mut all = received_on(&first, &name).await;
+        all.extend(received_on(&second, &name).await);
+        sent.iter().all(|message| all.contains(message))
+    })
+    .await;
+    assert!(
+        everything,
+        "every message reached one of the group's consumers"
+    );
+
+    // The lost node's partitions move to the one left.
+    second.kill();
+    let after: Vec<String> = (0..30).map(|index| format!("after-{index}")).collect();
+    let (status, _) = first.admin().execute(&name, json!({ "send": after })).await;
+    assert_eq!(status, 200);
+    let moved = wait_until(Duration::from_secs(60), || async {
+        let all = received_on(&first, &name).await;
+        after.iter().all(|message| all.contains(message))
+    })
+    .await;
+    assert!(
+        moved,
+        "after the rebalance the first node receives every partition"
     );
 }

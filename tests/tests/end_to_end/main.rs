@@ -11,8 +11,12 @@
 /// The bearer token on every endpoint, and refused requests: 400, 404 and 422 answers, and that a
 /// refused request changes nothing.
 mod auth_and_errors;
-/// Warden as a cluster: `GET /cluster`, membership, nodes going down.
+/// Warden as a cluster: `GET /cluster`, membership, nodes going down, the desired state
+/// followed by every node, `PluginInfo.nodes`, Kafka groups across nodes.
 mod cluster;
+/// Attacks on the cluster: sources the record cannot hold, stale directories, load order,
+/// credentials shared by nodes, retries that would disturb what runs.
+mod cluster_attacks;
 /// Event bus: order, no self-delivery, `*`/`**` patterns, `once`/`off`, admin and lifecycle
 /// events, and the SSE stream.
 mod events;

@@ -854,6 +854,54 @@ async fn a_reload_rolls_back_what_the_previous_version_left_open() {
 }
 
 #[actix_rt::test]
+async fn a_restart_after_a_crash_rolls_back_what_the_crashed_instance_left_open() {
+    let name = unique("txcrash");
+    let warden = start(&[], &[]);
+    let api = &warden.admin();
+    load_scripted(&warden, &name).await;
+    let role = api.plugin(&name).await["databaseRole"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        script(api, &name, HANGING_TRANSACTION).await.1["result"],
+        "started"
+    );
+    assert!(wait_until(PATIENCE, || async { open_transactions_of(&role) == 1 }).await);
+    // Heap exhaustion crashes the instance at once; the supervisor starts a new one.
+    let crashed_at = std::time::Instant::now();
+    let (status, body) = script(
+        api,
+        &name,
+        "const kept = []; while (true) kept.push(new Array(100000).fill(1));",
+    )
+    .await;
+    assert_ne!(status, 200, "{body}");
+    assert!(wait_until(PATIENCE, || async { open_transactions_of(&role) == 0 }).await);
+    assert!(
+        crashed_at.elapsed() < Duration::from_millis(4_000),
+        "rolled back with the instance, not at the 5 s limit: {:?}",
+        crashed_at.elapsed()
+    );
+    assert_eq!(balances(&name), "100,100");
+    assert!(
+        wait_until(PATIENCE, || async {
+            let info = api.plugin(&name).await;
+            info["state"] == "running" && info["restarts"] == 1
+        })
+        .await,
+        "the plugin was restarted"
+    );
+    let (_, body) = script(api, &name, "return db.transaction((tx) => tx.executeCommand('UPDATE accounts SET balance = 7 WHERE id = 2'));").await;
+    assert_eq!(
+        body["result"], 1,
+        "the restarted instance's transactions work: {body}"
+    );
+    assert_eq!(balances(&name), "100,7");
+    unload_scripted(api, &name).await;
+}
+
+#[actix_rt::test]
 async fn database_errors_carry_their_sqlstate_in_code() {
     let name = unique("txcode");
     let warden = start(&[], &[]);

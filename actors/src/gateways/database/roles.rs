@@ -47,6 +47,9 @@ pub struct DatabaseSettings {
     pub max_result_bytes: usize,
     /// The longest a statement may run: the plugin's call time limit.
     pub statement_timeout: Duration,
+    /// The cluster this node is part of. Every node runs a plugin as the same role, so its
+    /// password must be the same on every node and its connection limit cannot be one node's.
+    pub cluster: Option<String>,
 }
 
 impl DatabaseSettings {
@@ -60,6 +63,17 @@ impl DatabaseSettings {
             max_rows: 100_000,
             max_result_bytes: 64 * 1024 * 1024,
             statement_timeout: Duration::from_millis(5_000),
+            cluster: None,
+        }
+    }
+
+    /// `CONNECTION LIMIT` of a plugin role: a node's share and one connection for its reset;
+    /// in a cluster none, since PostgreSQL counts the connections of every node, and each
+    /// node's own pool bounds its share.
+    fn role_connection_limit(&self) -> String {
+        match self.cluster {
+            Some(_) => "-1".to_owned(),
+            None => (self.connections_per_plugin + 1).to_string(),
         }
     }
 }
@@ -261,7 +275,7 @@ impl PluginDatabaseAccess {
         let attributes = format!(
             "LOGIN NOINHERIT NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS \
              CONNECTION LIMIT {} PASSWORD '{password}'",
-            self.settings.connections_per_plugin + 1
+            self.settings.role_connection_limit()
         );
         let exists = admin
             .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&role])
@@ -275,7 +289,7 @@ impl PluginDatabaseAccess {
                 .batch_execute(&format!(
                     "ALTER ROLE {role_sql} WITH LOGIN NOINHERIT NOCREATEDB NOCREATEROLE \
                      CONNECTION LIMIT {} PASSWORD '{password}'",
-                    self.settings.connections_per_plugin + 1
+                    self.settings.role_connection_limit()
                 ))
                 .await
                 .map_err(|error| role_error(&role, "cannot set up", error))?;
@@ -368,7 +382,27 @@ impl PluginDatabaseAccess {
         if let Some(password) = passwords.get(role) {
             return Ok(password.clone());
         }
-        let password = random_password()?;
+        // In a cluster every node must set the same password, or each node's load would lock
+        // the others out: it is derived from Warden's own password, which every node has and
+        // no plugin sees. Without one (trust, peer or certificate authentication), passwords
+        // do not decide who logs in, and a random one does no harm.
+        let password = match (&self.settings.cluster, self.base.get_password()) {
+            (Some(cluster), Some(secret)) => {
+                let mut material =
+                    Vec::with_capacity(secret.len() + cluster.len() + role.len() + 32);
+                for part in [
+                    b"warden plugin role password".as_slice(),
+                    cluster.as_bytes(),
+                    role.as_bytes(),
+                    secret,
+                ] {
+                    material.extend_from_slice(&(part.len() as u64).to_be_bytes());
+                    material.extend_from_slice(part);
+                }
+                warden_runtime::sha256_hex(&material)
+            }
+            _ => random_password()?,
+        };
         passwords.insert(role.to_owned(), password.clone());
         Ok(password)
     }

@@ -36,9 +36,10 @@ mod tests;
 
 use consume::PluginConsumer;
 
-/// Partitions of every topic the gateway creates: one partition keeps every topic totally
-/// ordered, which is what plugins written for the original system expect.
-const TOPIC_PARTITIONS: i32 = 1;
+/// Partitions of every topic the gateway creates unless the settings say otherwise
+/// (`WARDEN_KAFKA_TOPIC_PARTITIONS`): several, so consumers of one group on several nodes share
+/// a topic; Kafka orders messages within a partition (by key), not across partitions.
+pub const DEFAULT_TOPIC_PARTITIONS: u32 = 3;
 
 /// Replication factor of every topic the gateway creates (the local stack runs one broker).
 const TOPIC_REPLICATION: i32 = 1;
@@ -108,6 +109,7 @@ pub struct KafkaBackend {
     producer: Arc<FutureProducer>,
     admin: Arc<AdminClient<DefaultClientContext>>,
     max_consumers_per_plugin: usize,
+    topic_partitions: u32,
 }
 
 /// Where ksqlDB statements go, and the HTTP client that sends them.
@@ -156,6 +158,7 @@ impl KafkaBackend {
             producer: Arc::new(producer),
             admin: Arc::new(admin),
             max_consumers_per_plugin: DEFAULT_MAX_CONSUMERS_PER_PLUGIN,
+            topic_partitions: DEFAULT_TOPIC_PARTITIONS,
         })
     }
 
@@ -163,6 +166,12 @@ impl KafkaBackend {
     /// one).
     pub fn with_max_consumers_per_plugin(mut self, limit: usize) -> Self {
         self.max_consumers_per_plugin = limit.max(1);
+        self
+    }
+
+    /// The same backend, creating plugins' topics with `partitions` partitions (at least one).
+    pub fn with_topic_partitions(mut self, partitions: u32) -> Self {
+        self.topic_partitions = partitions.max(1);
         self
     }
 
@@ -338,6 +347,7 @@ impl Handler<EnsureTopics> for KafkaGateway {
             .map(|grant| grant.physical.clone())
             .collect();
         let admin = Arc::clone(&self.backend.admin);
+        let partitions = i32::try_from(self.backend.topic_partitions).unwrap_or(i32::MAX);
         Box::pin(async move {
             if physical_names.is_empty() {
                 return Ok(());
@@ -345,11 +355,7 @@ impl Handler<EnsureTopics> for KafkaGateway {
             let new_topics: Vec<NewTopic<'_>> = physical_names
                 .iter()
                 .map(|name| {
-                    NewTopic::new(
-                        name,
-                        TOPIC_PARTITIONS,
-                        TopicReplication::Fixed(TOPIC_REPLICATION),
-                    )
+                    NewTopic::new(name, partitions, TopicReplication::Fixed(TOPIC_REPLICATION))
                 })
                 .collect();
             let options = AdminOptions::new()

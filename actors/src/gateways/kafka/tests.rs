@@ -393,9 +393,40 @@ async fn ensure_topics_creates_granted_topics_and_is_idempotent() {
 }
 
 #[actix_rt::test]
+async fn declared_topics_are_made_with_the_configured_partitions() {
+    let plugin = unique_plugin();
+    let gateway = gateway(&plugin, &["spread"]);
+    gateway.send(EnsureTopics).await.unwrap().expect("topics");
+    let producer = Arc::clone(&backend(None).producer);
+    let topic = format!("{plugin}_spread");
+    let partitions = tokio::task::spawn_blocking(move || {
+        let metadata = producer
+            .client()
+            .fetch_metadata(Some(&topic), Duration::from_secs(5))
+            .expect("metadata");
+        metadata
+            .topics()
+            .first()
+            .map_or(0, |topic| topic.partitions().len())
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        partitions, DEFAULT_TOPIC_PARTITIONS as usize,
+        "the contract's default"
+    );
+}
+
+#[actix_rt::test]
 async fn sent_messages_are_consumed_in_order_with_unprefixed_topics() {
     let plugin = unique_plugin();
-    let gateway = gateway(&plugin, &["events"]);
+    // Kafka orders a partition: with one, the order of the whole topic is checked.
+    let gateway = KafkaGateway::new(
+        plugin.clone(),
+        topic_grants(&plugin, &["events"]),
+        backend(None).with_topic_partitions(1),
+    )
+    .start();
     gateway.send(EnsureTopics).await.unwrap().expect("topics");
     let (plugin_actor, received) = recorder(None);
     consume(&gateway, "reader", "g1", &["events"], &plugin_actor).await;
