@@ -138,19 +138,7 @@ impl StateStore {
     /// Creates the schema and tables when missing, and adopts state written before node ids.
     pub async fn open(backend: DatabaseBackend, node_id: &str) -> Result<Self, StoreError> {
         const PURPOSE: &str = "create warden's state tables";
-        let mut client = connection(&backend, PURPOSE).await?;
-        for statement in CREATE_STATEMENTS {
-            match client.batch_execute(statement).await {
-                Ok(()) => {}
-                // `IF NOT EXISTS` checks before it creates, so two processes starting together
-                // can both decide to create; the loser fails on the catalog's unique index, and
-                // what it wanted now exists.
-                Err(error) if lost_creation_race(&error) => {
-                    tracing::debug!(%error, "another process created warden's state tables first");
-                }
-                Err(error) => return Err(StoreError::from_postgres(PURPOSE, &error)),
-            }
-        }
+        let mut client = create_missing(&backend, PURPOSE, &CREATE_STATEMENTS).await?;
         const ADOPTING: &str = "adopt state written before node ids";
         let adopting = async {
             let transaction = client.transaction().await?;
@@ -278,6 +266,29 @@ impl StateStore {
     }
 }
 
+/// Runs `statements` (each a `CREATE … IF NOT EXISTS` or alike) one at a time, so that losing
+/// a creation race to another process fails only that statement; answers the connection.
+pub(crate) async fn create_missing(
+    backend: &DatabaseBackend,
+    purpose: &'static str,
+    statements: &[&str],
+) -> Result<deadpool_postgres::Client, StoreError> {
+    let client = connection(backend, purpose).await?;
+    for statement in statements {
+        match client.batch_execute(statement).await {
+            Ok(()) => {}
+            // `IF NOT EXISTS` checks before it creates, so two processes starting together
+            // can both decide to create; the loser fails on the catalog's unique index, and
+            // what it wanted now exists.
+            Err(error) if lost_creation_race(&error) => {
+                tracing::debug!(%error, "another process created it first");
+            }
+            Err(error) => return Err(StoreError::from_postgres(purpose, &error)),
+        }
+    }
+    Ok(client)
+}
+
 pub(crate) async fn connection(
     backend: &DatabaseBackend,
     purpose: &'static str,
@@ -318,7 +329,7 @@ fn invalid_row(purpose: &'static str, name: &str, reason: impl std::fmt::Display
 }
 
 /// Whether creating failed only because a concurrent creation of the same object won.
-pub(crate) fn lost_creation_race(error: &tokio_postgres::Error) -> bool {
+fn lost_creation_race(error: &tokio_postgres::Error) -> bool {
     error.code().is_some_and(|code| {
         [
             SqlState::UNIQUE_VIOLATION,

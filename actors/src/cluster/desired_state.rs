@@ -11,7 +11,7 @@ use warden_runtime::js::SourceBundle;
 use warden_runtime::resources::ResourceOverrides;
 
 use crate::gateways::DatabaseBackend;
-use crate::state_store::{connection, lost_creation_race, StoreError};
+use crate::state_store::{connection, create_missing, StoreError};
 
 /// The `LISTEN`/`NOTIFY` channel of every cluster on one database; the payload is the cluster's
 /// name.
@@ -126,14 +126,7 @@ impl DesiredStateStore {
     /// Creates the tables and the cluster's generation row when missing.
     pub async fn open(backend: DatabaseBackend, cluster: &str) -> Result<Self, StoreError> {
         const PURPOSE: &str = "create the cluster's state tables";
-        let client = connection(&backend, PURPOSE).await?;
-        for statement in CREATE_STATEMENTS {
-            match client.batch_execute(statement).await {
-                Ok(()) => {}
-                Err(error) if lost_creation_race(&error) => {}
-                Err(error) => return Err(StoreError::from_postgres(PURPOSE, &error)),
-            }
-        }
+        let client = create_missing(&backend, PURPOSE, &CREATE_STATEMENTS).await?;
         client
             .execute(INSERT_GENERATION, &[&cluster])
             .await

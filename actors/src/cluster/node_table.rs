@@ -9,7 +9,7 @@ use std::time::Duration;
 use chrono::{DateTime, SecondsFormat, Utc};
 
 use crate::gateways::DatabaseBackend;
-use crate::state_store::{connection, lost_creation_race, StoreError};
+use crate::state_store::{connection, create_missing, StoreError};
 
 const CREATE_STATEMENTS: [&str; 3] = [
     "CREATE SCHEMA IF NOT EXISTS warden",
@@ -92,14 +92,7 @@ impl NodeTable {
     /// Creates the table when missing.
     pub async fn open(backend: DatabaseBackend, cluster: &str) -> Result<Self, StoreError> {
         const PURPOSE: &str = "create the cluster's node table";
-        let client = connection(&backend, PURPOSE).await?;
-        for statement in CREATE_STATEMENTS {
-            match client.batch_execute(statement).await {
-                Ok(()) => {}
-                Err(error) if lost_creation_race(&error) => {}
-                Err(error) => return Err(StoreError::from_postgres(PURPOSE, &error)),
-            }
-        }
+        drop(create_missing(&backend, PURPOSE, &CREATE_STATEMENTS).await?);
         Ok(NodeTable {
             backend,
             cluster: cluster.to_owned(),

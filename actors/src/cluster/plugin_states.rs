@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use crate::gateways::DatabaseBackend;
-use crate::state_store::{connection, lost_creation_race, StoreError};
+use crate::state_store::{connection, create_missing, StoreError};
 
 const CREATE_STATEMENTS: [&str; 2] = [
     "CREATE SCHEMA IF NOT EXISTS warden",
@@ -69,14 +69,7 @@ impl PluginStateTable {
     /// Creates the table when missing.
     pub async fn open(backend: DatabaseBackend, cluster: &str) -> Result<Self, StoreError> {
         const PURPOSE: &str = "create the cluster's plugin state table";
-        let client = connection(&backend, PURPOSE).await?;
-        for statement in CREATE_STATEMENTS {
-            match client.batch_execute(statement).await {
-                Ok(()) => {}
-                Err(error) if lost_creation_race(&error) => {}
-                Err(error) => return Err(StoreError::from_postgres(PURPOSE, &error)),
-            }
-        }
+        drop(create_missing(&backend, PURPOSE, &CREATE_STATEMENTS).await?);
         Ok(PluginStateTable {
             backend,
             cluster: cluster.to_owned(),

@@ -33,6 +33,17 @@ fn start_node(cluster: &str, node: &str) -> WardenProcess {
     start_node_with(cluster, node, &[])
 }
 
+/// A fresh cluster, a plugin name and two nodes, `node-a` and `node-b`, of a fresh cluster.
+fn two_nodes(prefix: &str) -> (String, String, WardenProcess, WardenProcess) {
+    let cluster = fresh(prefix);
+    let name = fresh(&format!("{prefix}-plugin"));
+    let (first, second) = (
+        start_node(&cluster, "node-a"),
+        start_node(&cluster, "node-b"),
+    );
+    (cluster, name, first, second)
+}
+
 /// What `name` answers on `process` (input `input`), or `None` while it does not answer 200.
 async fn execute_with(process: &WardenProcess, name: &str, input: Value) -> Option<Value> {
     match process.admin().execute(name, input).await {
@@ -103,10 +114,7 @@ export default {{
 /// recorded is refused, and then runs nowhere.
 #[actix_rt::test]
 async fn a_source_the_record_cannot_hold_is_refused_or_reaches_every_node() {
-    let cluster = fresh("nul");
-    let name = fresh("nul-plugin");
-    let first = start_node(&cluster, "node-a");
-    let second = start_node(&cluster, "node-b");
+    let (cluster, name, first, second) = two_nodes("nul");
     first.write_plugin(
         &format!("{name}.js"),
         &format!(
@@ -285,10 +293,7 @@ async fn a_joining_node_applies_the_recorded_plugins_in_dependency_order() {
 /// that runs it.
 #[actix_rt::test]
 async fn a_node_that_loads_a_plugin_does_not_revoke_its_s3_key_on_the_others() {
-    let cluster = fresh("s3key");
-    let name = fresh("s3key-plugin");
-    let first = start_node(&cluster, "node-a");
-    let second = start_node(&cluster, "node-b");
+    let (_, name, first, second) = two_nodes("s3key");
     first.write_plugin(
         &format!("{name}.js"),
         &format!(

@@ -780,6 +780,15 @@ pub(crate) const HANGING_TRANSACTION: &str = r#"
     }, 0);
     return "started";"#;
 
+/// Starts [`HANGING_TRANSACTION`] in `name` and waits until PostgreSQL shows it open.
+async fn start_hanging_transaction(api: &Admin, name: &str, role: &str) {
+    assert_eq!(
+        script(api, name, HANGING_TRANSACTION).await.1["result"],
+        "started"
+    );
+    assert!(wait_until(PATIENCE, || async { open_transactions_of(role) == 1 }).await);
+}
+
 #[actix_rt::test]
 async fn warden_rolls_back_a_transaction_at_the_time_limit_and_at_unload() {
     let name = unique("txhang");
@@ -832,16 +841,8 @@ async fn a_reload_rolls_back_what_the_previous_version_left_open() {
     let name = unique("txreload");
     let warden = start(&[], &[]);
     let api = &warden.admin();
-    load_scripted(&warden, &name).await;
-    let role = api.plugin(&name).await["databaseRole"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    assert_eq!(
-        script(api, &name, HANGING_TRANSACTION).await.1["result"],
-        "started"
-    );
-    assert!(wait_until(PATIENCE, || async { open_transactions_of(&role) == 1 }).await);
+    let role = load_scripted(&warden, &name).await;
+    start_hanging_transaction(api, &name, &role).await;
     let (status, body) = api.post(&format!("/plugins/{name}/reload"), None).await;
     assert_eq!(status, 200, "{body}");
     assert!(wait_until(PATIENCE, || async { open_transactions_of(&role) == 0 }).await);
@@ -858,16 +859,8 @@ async fn a_restart_after_a_crash_rolls_back_what_the_crashed_instance_left_open(
     let name = unique("txcrash");
     let warden = start(&[], &[]);
     let api = &warden.admin();
-    load_scripted(&warden, &name).await;
-    let role = api.plugin(&name).await["databaseRole"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    assert_eq!(
-        script(api, &name, HANGING_TRANSACTION).await.1["result"],
-        "started"
-    );
-    assert!(wait_until(PATIENCE, || async { open_transactions_of(&role) == 1 }).await);
+    let role = load_scripted(&warden, &name).await;
+    start_hanging_transaction(api, &name, &role).await;
     // Heap exhaustion crashes the instance at once; the supervisor starts a new one.
     let crashed_at = std::time::Instant::now();
     let (status, body) = script(
