@@ -30,8 +30,12 @@ fn topic_grants(plugin: &str, topics: &[&str]) -> ResourceGrants {
     ResourceGrants::resolve(plugin, &[], &topics, &[], None).expect("valid grants")
 }
 
+/// A backend whose topics have one partition: Kafka orders a partition, and these tests check
+/// the order of whole topics (the default of three is checked on its own).
 fn backend(ksqldb_url: Option<String>) -> KafkaBackend {
-    KafkaBackend::connect(&brokers(), ksqldb_url).expect("kafka backend")
+    KafkaBackend::connect(&brokers(), ksqldb_url)
+        .expect("kafka backend")
+        .with_topic_partitions(1)
 }
 
 fn gateway(plugin: &str, topics: &[&str]) -> Addr<KafkaGateway> {
@@ -393,9 +397,11 @@ async fn ensure_topics_creates_granted_topics_and_is_idempotent() {
 }
 
 #[actix_rt::test]
-async fn declared_topics_are_made_with_the_configured_partitions() {
+async fn declared_topics_are_made_with_the_default_partitions() {
     let plugin = unique_plugin();
-    let gateway = gateway(&plugin, &["spread"]);
+    let defaults = KafkaBackend::connect(&brokers(), None).expect("kafka backend");
+    let gateway =
+        KafkaGateway::new(plugin.clone(), topic_grants(&plugin, &["spread"]), defaults).start();
     gateway.send(EnsureTopics).await.unwrap().expect("topics");
     let producer = Arc::clone(&backend(None).producer);
     let topic = format!("{plugin}_spread");
@@ -420,13 +426,7 @@ async fn declared_topics_are_made_with_the_configured_partitions() {
 #[actix_rt::test]
 async fn sent_messages_are_consumed_in_order_with_unprefixed_topics() {
     let plugin = unique_plugin();
-    // Kafka orders a partition: with one, the order of the whole topic is checked.
-    let gateway = KafkaGateway::new(
-        plugin.clone(),
-        topic_grants(&plugin, &["events"]),
-        backend(None).with_topic_partitions(1),
-    )
-    .start();
+    let gateway = gateway(&plugin, &["events"]);
     gateway.send(EnsureTopics).await.unwrap().expect("topics");
     let (plugin_actor, received) = recorder(None);
     consume(&gateway, "reader", "g1", &["events"], &plugin_actor).await;
