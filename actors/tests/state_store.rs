@@ -1,5 +1,5 @@
-//! The state store against the real PostgreSQL: each test in a database of its own, so that
-//! what one node id sees is exactly what the test wrote.
+//! The state store and the cluster's tables against the real PostgreSQL: each test in a
+//! database of its own, so that what one node id sees is exactly what the test wrote.
 
 // A panic is how a test fails.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -260,4 +260,60 @@ async fn a_stored_row_that_is_not_an_overrides_document_is_a_typed_error() {
         }
         other => panic!("expected an invalid row, got {other:?}"),
     }
+}
+
+#[actix_rt::test]
+async fn cluster_nodes_unseen_for_an_hour_are_forgotten_with_their_plugin_states() {
+    use std::time::Duration;
+    use warden_actors::cluster::{NodeAddresses, NodeTable, PluginStateTable};
+
+    let database = ScratchDatabase::create().await;
+    let backend = database.backend();
+    let nodes = NodeTable::open(backend.clone(), "shop").await.unwrap();
+    let states = PluginStateTable::open(backend.clone(), "shop")
+        .await
+        .unwrap();
+    let addresses = NodeAddresses {
+        admin_address: "127.0.0.1:1".into(),
+        http_address: None,
+    };
+    nodes.beat("old", &addresses).await.unwrap();
+    nodes.beat("new", &addresses).await.unwrap();
+    database
+        .execute(
+            "UPDATE warden.cluster_nodes SET last_seen = now() - interval '2 hours' WHERE node = 'old';
+             INSERT INTO warden.cluster_plugin_states (cluster, node, plugin, state, restarts)
+                 VALUES ('shop', 'old', 'a', 'running', 0), ('shop', 'new', 'a', 'failed', 2)",
+        )
+        .await;
+    let listed: Vec<String> = nodes
+        .list(Duration::from_secs(10))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|node| node.id)
+        .collect();
+    assert_eq!(listed, ["new"], "not listed past the hour");
+
+    nodes.forget_old().await.unwrap();
+    let (client, connection) = tokio_postgres::connect(&database.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    actix_rt::spawn(connection);
+    let count = |sql: &'static str| {
+        let client = &client;
+        async move { client.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) }
+    };
+    assert_eq!(count("SELECT count(*) FROM warden.cluster_nodes").await, 1);
+    assert_eq!(
+        count("SELECT count(*) FROM warden.cluster_plugin_states WHERE node = 'old'").await,
+        0,
+        "a forgotten node's plugin states go with it"
+    );
+    let read = states
+        .read(&["a".to_owned()], Duration::from_secs(10))
+        .await
+        .unwrap();
+    let on_new = &read["a"]["new"];
+    assert_eq!((on_new.state.as_str(), on_new.restarts), ("failed", 2));
 }

@@ -19,6 +19,9 @@ pub const CHANGES_CHANNEL: &str = "warden_cluster_changes";
 
 /// How long a node waits for the database before it calls the cluster unavailable.
 const DATABASE_WAIT: Duration = Duration::from_secs(3);
+/// How long reading the whole state may take: every recorded source, up to 16 MiB each, so
+/// longer than one small statement.
+const STATE_READ_WAIT: Duration = Duration::from_secs(60);
 
 const CREATE_STATEMENTS: [&str; 4] = [
     "CREATE SCHEMA IF NOT EXISTS warden",
@@ -337,7 +340,7 @@ impl DesiredStateStore {
                 overrides,
             })
         };
-        within_wait(PURPOSE, read).await
+        within(STATE_READ_WAIT, PURPOSE, read).await
     }
 }
 
@@ -346,15 +349,18 @@ async fn within_wait<T>(
     purpose: &'static str,
     work: impl std::future::Future<Output = Result<T, StoreError>>,
 ) -> Result<T, StoreError> {
-    tokio::time::timeout(DATABASE_WAIT, work)
-        .await
-        .unwrap_or_else(|_| {
-            Err(StoreError::Unavailable {
-                purpose,
-                reason: format!(
-                    "the database did not answer within {} s",
-                    DATABASE_WAIT.as_secs()
-                ),
-            })
+    within(DATABASE_WAIT, purpose, work).await
+}
+
+async fn within<T>(
+    limit: Duration,
+    purpose: &'static str,
+    work: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
+        Err(StoreError::Unavailable {
+            purpose,
+            reason: format!("the database did not answer within {} s", limit.as_secs()),
         })
+    })
 }

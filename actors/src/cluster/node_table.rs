@@ -48,9 +48,15 @@ const SELECT_NODES: &str = "SELECT node, admin_address, http_address, last_seen,
     WHERE cluster = $1 AND last_seen > clock_timestamp() - interval '1 hour'
     ORDER BY node";
 
-/// Rows past the hour are of no use to anyone; the heartbeat removes them now and then.
-const DELETE_FORGOTTEN: &str = "DELETE FROM warden.cluster_nodes
-    WHERE cluster = $1 AND last_seen <= clock_timestamp() - interval '1 hour'";
+/// Rows past the hour are of no use to anyone; the heartbeat removes them now and then, with
+/// the plugin states those nodes reported.
+const DELETE_FORGOTTEN: &str = "WITH forgotten AS (
+        DELETE FROM warden.cluster_nodes
+        WHERE cluster = $1 AND last_seen <= clock_timestamp() - interval '1 hour'
+        RETURNING node
+    )
+    DELETE FROM warden.cluster_plugin_states
+    WHERE cluster = $1 AND node IN (SELECT node FROM forgotten)";
 
 /// One node as `GET /cluster` lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
