@@ -55,9 +55,9 @@ pub async fn run(
     let plugin_threads = settings
         .plugin_threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |cores| cores.get()));
-    let backends = connect_backends(&settings)?;
-    let membership_database = backends.database.clone();
     let node_id = settings.node_id()?;
+    let backends = connect_backends(&settings, &node_id)?;
+    let membership_database = backends.database.clone();
     tracing::info!(node = %node_id, "node id");
     let store = match &backends.database {
         Some(database) => Some(StateStore::open(database.clone(), &node_id).await.map_err(
@@ -302,7 +302,7 @@ fn start_public_listener(
 }
 
 /// The shared clients of every backing service the settings configure.
-fn connect_backends(settings: &Settings) -> anyhow::Result<Backends> {
+fn connect_backends(settings: &Settings, node_id: &str) -> anyhow::Result<Backends> {
     let database = match &settings.database_url {
         Some(url) => Some(
             DatabaseBackend::connect_with(url, settings.database_settings())
@@ -333,7 +333,7 @@ fn connect_backends(settings: &Settings) -> anyhow::Result<Backends> {
                 secret_key: secret_key.clone(),
             })
             .map_err(|error| anyhow::anyhow!("invalid S3 settings: {error}"))?;
-            Some(with_plugin_keys(backend, settings)?)
+            Some(with_plugin_keys(backend, settings, node_id)?)
         }
         None => None,
     };
@@ -374,6 +374,7 @@ fn payload_too_large_as_json<B>(
 fn with_plugin_keys(
     backend: StorageBackend,
     settings: &Settings,
+    node_id: &str,
 ) -> anyhow::Result<StorageBackend> {
     match (&settings.s3_admin_url, &settings.s3_admin_token) {
         (Some(url), Some(token)) => {
@@ -383,7 +384,7 @@ fn with_plugin_keys(
             })
             .map_err(|error| anyhow::anyhow!("invalid S3 admin settings: {error}"))?;
             let keys = match &settings.cluster {
-                Some(_) => keys.for_node(&settings.node_id()?),
+                Some(_) => keys.for_node(node_id),
                 None => keys,
             };
             Ok(backend.with_plugin_keys(keys))

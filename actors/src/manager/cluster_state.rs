@@ -3,7 +3,7 @@
 //! what runs another source or other overrides, in the recorded load order. Nothing of this is
 //! recorded again: it comes from the record.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use actix::{AtomicResponse, Handler, WrapFuture};
 use warden_runtime::resources::ResourceOverrides;
@@ -68,11 +68,10 @@ impl Core {
                 .map(|plugin| plugin.name.clone())
                 .collect();
         }
-        let recorded: BTreeMap<&str, usize> = state
+        let recorded: BTreeSet<&str> = state
             .plugins
             .iter()
-            .enumerate()
-            .map(|(index, plugin)| (plugin.name.as_str(), index))
+            .map(|plugin| plugin.name.as_str())
             .collect();
         let unloads: Vec<String> = {
             let registry = self.registry.borrow();
@@ -84,7 +83,7 @@ impl Core {
                 .filter(|name| {
                     // Native plugins belong to each node's own code, not to the cluster.
                     registry.plugins.get(name).is_some_and(|plugin| {
-                        plugin.bundle.is_some() && !recorded.contains_key(name.as_str())
+                        plugin.bundle.is_some() && !recorded.contains(name.as_str())
                     })
                 })
                 .collect()
