@@ -125,6 +125,11 @@ export interface PluginContext {
 /** A listener: the event's data, and which event it was and which plugin (or "warden") emitted it. */
 export type EventListener = (data: any, meta: { event: string; source: string }) => void | Promise<void>;
 
+/** How a listener hears a cluster's events; on a single node it makes no difference. */
+export interface ListenerOptions {
+  everyNode?: boolean;
+}
+
 /** Patterns are event names or globs over ":"-separated segments: `*` is one segment, `**` any rest. */
 export interface EventBus {
   /** Returns at once; data must be JSON-serializable (null when omitted); the emitter never hears itself.
@@ -132,10 +137,12 @@ export interface EventBus {
    *  A burst waits for slow listeners against this plugin's own heap limit: past it, emit throws
    *  EventBacklogFullError, and the plugin's new calls wait while its listeners catch up. */
   emit(event: string, data?: unknown): void;
-  /** Calls listener for every matching event; it runs without a `this`, so use an arrow function. */
-  on(pattern: string, listener: EventListener): void;
-  /** Like `on`, for the first matching event only. */
-  once(pattern: string, listener: EventListener): void;
+  /** Calls listener for every matching event; it runs without a `this`, so use an arrow function.
+   *  In a cluster the plugin hears each event once, on one of its nodes; with `{ everyNode: true }`
+   *  this listener hears it on every node instead (for caches and other per-node state). */
+  on(pattern: string, listener: EventListener, options?: ListenerOptions): void;
+  /** Like `on`, for the first matching event only (removed on the node where it fired). */
+  once(pattern: string, listener: EventListener, options?: ListenerOptions): void;
   /** Removes that listener from the pattern, or every listener on it when none is given. */
   off(pattern: string, listener?: EventListener): void;
 }

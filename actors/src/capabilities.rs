@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use actix::{Addr, Recipient, WeakAddr};
 use futures::FutureExt as _;
 use serde_json::Value;
-use warden_runtime::events::{validate_event_name, EventPattern};
+use warden_runtime::events::{validate_event_name, EventPattern, ListenerReach};
 use warden_runtime::manifest::DependencySpec;
 use warden_runtime::transactions::TransactionOptions;
 use warden_runtime::{
@@ -88,22 +88,24 @@ impl Events for BrokerEvents {
         Ok(())
     }
 
-    fn subscribe(&self, pattern: &EventPattern) -> Result<()> {
+    fn subscribe(&self, pattern: &EventPattern, reach: ListenerReach) -> Result<()> {
         self.liveness.check()?;
         self.broker.do_send(Subscribe {
             subscriber: self.subscriber.clone(),
             pattern: pattern.clone(),
+            reach,
             deliver_to: self.deliver_to.clone(),
             queue: self.queue.clone(),
         });
         Ok(())
     }
 
-    fn unsubscribe(&self, pattern: &EventPattern) -> Result<()> {
+    fn unsubscribe(&self, pattern: &EventPattern, reach: ListenerReach) -> Result<()> {
         self.liveness.check()?;
         self.broker.do_send(Unsubscribe {
             subscriber: self.subscriber.clone(),
             pattern: pattern.clone(),
+            reach,
         });
         Ok(())
     }

@@ -16,7 +16,8 @@ use warden_runtime::{CallTarget, Event, PluginFactory};
 use crate::broker::{EventBroker, OpenEventStream, PublishEvent};
 use crate::capabilities::check_event_size;
 use crate::cluster::{
-    ApplyDesiredState, ClusterFollower, DesiredState, DesiredStateStore, StopFollowing,
+    ApplyDesiredState, ClusterEventReader, ClusterEventTopic, ClusterFollower, DesiredState,
+    DesiredStateStore, StopFollowing,
 };
 use crate::directory::PluginDirectory;
 use crate::gateways::{Backends, Readiness};
@@ -33,6 +34,9 @@ use crate::{Error, Result};
 /// How long file changes are gathered before the watcher reloads, so one save that touches a
 /// file several times reloads it once.
 const WATCH_DEBOUNCE: Duration = Duration::from_millis(150);
+
+/// How long a joining node waits for its share of the cluster's event partitions.
+pub const EVENT_GROUP_PATIENCE: Duration = Duration::from_secs(30);
 
 /// A loaded plugin as the public listener sees it: its routes and its actor.
 #[derive(Clone)]
@@ -83,6 +87,10 @@ pub struct Warden {
     watcher: Option<Arc<std::sync::Mutex<notify::RecommendedWatcher>>>,
     /// In a cluster: what keeps this node on the cluster's desired state.
     follower: Option<Addr<ClusterFollower>>,
+    /// In a cluster: the topic events cross nodes through.
+    cluster_events: Option<ClusterEventTopic>,
+    /// In a cluster: the readers of the event topic (every node's, then the group's).
+    event_readers: Vec<Arc<ClusterEventReader>>,
     /// The largest event `data` [`Warden::publish`] accepts, as for plugins.
     max_message_bytes: usize,
     /// Each plugin call's time limit.
@@ -95,7 +103,17 @@ impl Warden {
         let backends = config.backends.clone();
         let max_message_bytes = config.limits.max_message_bytes;
         let call_timeout = Duration::from_millis(config.limits.call_timeout_ms);
-        let broker = EventBroker::new(config.event_queue_capacity, call_timeout).start();
+        let mut broker = EventBroker::new(config.event_queue_capacity, call_timeout);
+        let cluster_events = config.cluster_events.clone();
+        if let Some(topic) = &cluster_events {
+            broker = broker.with_relay(Box::new(topic.relay()));
+        }
+        let broker = broker.start();
+        // Every node hears every event from now on, for `everyNode` listeners and streams.
+        let event_readers = cluster_events
+            .iter()
+            .map(|topic| Arc::new(topic.start_every_node_reader(broker.clone())))
+            .collect();
         let directory = PluginDirectory::default();
         let manager = PluginManager::new(config, broker.clone(), directory.clone()).start();
         Warden {
@@ -105,6 +123,8 @@ impl Warden {
             directory,
             watcher: None,
             follower: None,
+            cluster_events,
+            event_readers,
             max_message_bytes,
             call_timeout,
         }
@@ -164,11 +184,24 @@ impl Warden {
         Ok(self.manager.send(ApplyDesiredState { state }).await?)
     }
 
-    /// Keeps this node on the cluster's desired state from now on; `applied` is the generation
-    /// it has applied in full, if any.
-    pub fn follow_cluster(&mut self, store: DesiredStateStore, applied: Option<i64>) {
+    /// Keeps this node on the cluster's desired state from now on, and takes its share of the
+    /// cluster's events (its plugins run and listen by now); `applied` is the generation it has
+    /// applied in full, if any.
+    ///
+    /// It waits (at most [`EVENT_GROUP_PATIENCE`]) for the group to give this node its share of
+    /// the partitions, so a node that reports ready takes its events.
+    pub async fn follow_cluster(&mut self, store: DesiredStateStore, applied: Option<i64>) {
         let follower = ClusterFollower::new(store, self.manager.clone().recipient(), applied);
         self.follower = Some(follower.start());
+        if let Some(topic) = &self.cluster_events {
+            let reader = Arc::new(topic.start_group_reader(self.broker.clone()));
+            self.event_readers.push(Arc::clone(&reader));
+            if !reader.joined(EVENT_GROUP_PATIENCE).await {
+                tracing::warn!(
+                    "the cluster's event group has not taken this node in yet; carrying on"
+                );
+            }
+        }
     }
 
     /// Each backing service's readiness (`/ready`).
@@ -329,6 +362,11 @@ impl Warden {
         // the shutdown unloads.
         if let Some(follower) = &self.follower {
             let _ = follower.send(StopFollowing).await;
+        }
+        // The group's partitions move to the other nodes before the plugins go, with what was
+        // handled here committed and the rest read again there.
+        for reader in self.event_readers.iter().rev() {
+            reader.stop().await;
         }
         if let Some(watcher) = &self.watcher {
             drop(

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use warden_runtime::events::EventPattern;
+use warden_runtime::events::{EventPattern, ListenerReach};
 use warden_runtime::manifest::PluginManifest;
 use warden_runtime::{
     CallTarget, Error as RuntimeError, Event, Plugin, PluginContext, PluginDescription,
@@ -35,9 +35,11 @@ impl Plugin for TestPlugin {
 
     fn initialize(&self, context: PluginContext) -> PluginFuture<()> {
         let subscribed = match &self.pattern {
-            Some(pattern) => {
-                EventPattern::parse(pattern).and_then(|pattern| context.events.subscribe(&pattern))
-            }
+            Some(pattern) => EventPattern::parse(pattern).and_then(|pattern| {
+                context
+                    .events
+                    .subscribe(&pattern, ListenerReach::OncePerPlugin)
+            }),
             None => Ok(()),
         };
         // Emitting to itself must never come back.
@@ -178,6 +180,7 @@ fn start(max_restarts: u32, call_timeout_ms: u64) -> (Warden, tempfile::TempDir)
         store: None,
         cluster: None,
         node_states: None,
+        cluster_events: None,
     });
     (warden, directory)
 }
@@ -375,6 +378,7 @@ fn start_with_window(
         store: None,
         cluster: None,
         node_states: None,
+        cluster_events: None,
     });
     (warden, directory)
 }

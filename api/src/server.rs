@@ -12,8 +12,8 @@ use actix_web::{App, HttpResponse, HttpServer, ResponseError as _};
 use anyhow::Context as _;
 use metrics_exporter_prometheus::PrometheusBuilder;
 use warden_actors::cluster::{
-    DesiredStateStore, LeaveCluster, Membership, MembershipConfig, NodeAddresses,
-    PluginStateReporter, PluginStateTable,
+    ClusterEventTopic, DesiredStateStore, LeaveCluster, Membership, MembershipConfig,
+    NodeAddresses, PluginStateReporter, PluginStateTable,
 };
 use warden_actors::gateways::{
     Backends, DatabaseBackend, GarageAdminConfig, GarageKeys, KafkaBackend, StorageBackend,
@@ -80,6 +80,14 @@ pub async fn run(
         }
         _ => (None, None),
     };
+    let cluster_events = match (&settings.cluster, &backends.kafka) {
+        (Some(cluster), Some(kafka)) => Some(
+            ClusterEventTopic::open(kafka, cluster, &node_id, settings.event_queue_capacity)
+                .await
+                .map_err(|error| anyhow::anyhow!("cannot join the cluster's events: {error}"))?,
+        ),
+        _ => None,
+    };
     let node_states = plugin_states
         .clone()
         .map(|table| PluginStateReporter::start(table, node_id.clone()));
@@ -97,6 +105,7 @@ pub async fn run(
         store: store.clone(),
         cluster: cluster_store.clone(),
         node_states,
+        cluster_events,
     });
     if let Some(store) = &store {
         restore_state(&mut warden, store, cluster_store).await?;
@@ -259,7 +268,9 @@ async fn restore_state(
         failed = failed.len(),
         "the cluster's state applied"
     );
-    warden.follow_cluster(cluster_store, failed.is_empty().then_some(generation));
+    warden
+        .follow_cluster(cluster_store, failed.is_empty().then_some(generation))
+        .await;
     Ok(())
 }
 

@@ -17,6 +17,43 @@ const ONE_SEGMENT: &str = "*";
 /// As the last segment, matches one or more segments.
 const ANY_REST: &str = "**";
 
+/// Which of a plugin's listeners hear an event in a cluster (`PLUGIN_API.md`, "Events in a
+/// cluster"). On a single node every event is local and reaches both kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum ListenerReach {
+    /// The plugin hears each event once in the cluster, on one of its nodes (the default).
+    #[default]
+    OncePerPlugin,
+    /// The plugin hears each event on every node (`{ everyNode: true }`).
+    EveryNode,
+}
+
+/// Runs its action once, when dropped. An event received from another node carries one: the
+/// event's last holder lets go of it when every local listener has been handed it, and the
+/// action then marks it handled (so its Kafka offset may be committed).
+pub struct DeliveryReceipt(Option<Box<dyn FnOnce() + Send + Sync>>);
+
+impl DeliveryReceipt {
+    /// A receipt that runs `on_handled` when dropped.
+    pub fn new(on_handled: impl FnOnce() + Send + Sync + 'static) -> Self {
+        DeliveryReceipt(Some(Box::new(on_handled)))
+    }
+}
+
+impl Drop for DeliveryReceipt {
+    fn drop(&mut self) {
+        if let Some(on_handled) = self.0.take() {
+            on_handled();
+        }
+    }
+}
+
+impl fmt::Debug for DeliveryReceipt {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str("DeliveryReceipt")
+    }
+}
+
 /// Checks an event name: one or more `:`-separated segments, each non-empty and made of any
 /// characters except `:`, `*` and whitespace, at most 255 bytes in all.
 pub fn validate_event_name(name: &str) -> Result<()> {

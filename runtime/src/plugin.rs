@@ -11,7 +11,7 @@ use std::sync::Arc;
 use futures::future::LocalBoxFuture;
 use serde_json::Value;
 
-use crate::events::EventPattern;
+use crate::events::{DeliveryReceipt, EventPattern, ListenerReach};
 use crate::manifest::PluginManifest;
 use crate::migrations::Migration;
 use crate::routes::PluginRoutes;
@@ -33,6 +33,11 @@ pub struct Event {
     /// `data` serialized once, so that each of many JavaScript listeners parses it instead of the
     /// host re-serializing it per delivery.
     pub data_json: String,
+    /// Which listeners hear it: `None` for an event of this node, heard by every listener; in a
+    /// cluster, an event received from the cluster's topic is for one kind of listener.
+    pub reach: Option<ListenerReach>,
+    /// Marks the event handled when its last holder drops it (see [`DeliveryReceipt`]).
+    pub receipt: Option<DeliveryReceipt>,
 }
 
 impl Event {
@@ -44,6 +49,8 @@ impl Event {
             source: source.into(),
             data,
             data_json,
+            reach: None,
+            receipt: None,
         })
     }
 }
@@ -116,6 +123,15 @@ pub trait Plugin {
     /// Listener errors are reported through [`Supervision::listener_failed`], never returned.
     fn deliver_events(&self, events: &[Arc<Event>]);
 
+    /// Delivers a batch like [`Plugin::deliver_events`], and resolves once every promise its
+    /// listeners returned has settled (within the call time limit): events received from
+    /// another node count as handled only then. Plugins whose listeners finish when they
+    /// return keep this default.
+    fn deliver_events_and_wait(&self, events: &[Arc<Event>]) -> PluginFuture<()> {
+        self.deliver_events(events);
+        Box::pin(std::future::ready(Ok(())))
+    }
+
     /// Hands one Kafka message to the `eachMessage` handler of consumer `consumer_id`;
     /// resolves when the handler has, so the gateway can commit the offset (at least once).
     fn consume(&self, consumer_id: &str, message: KafkaRecord) -> PluginFuture<()> {
@@ -148,10 +164,12 @@ pub trait PluginFactory: Send + Sync {
 pub trait Events {
     /// Publishes an event from this plugin; returns at once.
     fn emit(&self, event: &str, data: Value) -> Result<()>;
-    /// Starts delivering events matching `pattern` to this plugin instance.
-    fn subscribe(&self, pattern: &EventPattern) -> Result<()>;
-    /// Stops delivering events matching `pattern` (one subscribe is undone per call).
-    fn unsubscribe(&self, pattern: &EventPattern) -> Result<()>;
+    /// Starts delivering events matching `pattern` to this plugin instance's listeners of
+    /// `reach`.
+    fn subscribe(&self, pattern: &EventPattern, reach: ListenerReach) -> Result<()>;
+    /// Stops delivering events matching `pattern` for `reach` (one subscribe is undone per
+    /// call).
+    fn unsubscribe(&self, pattern: &EventPattern, reach: ListenerReach) -> Result<()>;
 }
 
 /// What a plugin may learn about one of its declared dependencies.

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use warden_actors::manager::ManagerConfig;
 use warden_actors::plugin_actor::SupervisionPolicy;
 use warden_actors::system::Warden;
-use warden_runtime::events::EventPattern;
+use warden_runtime::events::{EventPattern, ListenerReach};
 use warden_runtime::manifest::PluginManifest;
 use warden_runtime::{
     CallTarget, Error, Event, Plugin, PluginContext, PluginDescription, PluginFactory,
@@ -541,6 +541,7 @@ fn start(plugins_dir: &std::path::Path, event_queue_capacity: usize) -> Warden {
         store: None,
         cluster: None,
         node_states: None,
+        cluster_events: None,
     })
 }
 
@@ -777,8 +778,11 @@ impl Plugin for CountingListener {
     }
 
     fn initialize(&self, context: PluginContext) -> PluginFuture<()> {
-        let subscribed = EventPattern::parse("bench:tick")
-            .and_then(|pattern| context.events.subscribe(&pattern));
+        let subscribed = EventPattern::parse("bench:tick").and_then(|pattern| {
+            context
+                .events
+                .subscribe(&pattern, ListenerReach::OncePerPlugin)
+        });
         Box::pin(async move { subscribed })
     }
 

@@ -8,7 +8,7 @@ use warden_runtime::js::SourceBundle;
 use warden_runtime::resources::{ResourceGrants, ResourceOverrides};
 use warden_runtime::{PluginDescription, PluginFactory, PluginLimits};
 
-use crate::cluster::{DesiredStateStore, PluginStateReporter};
+use crate::cluster::{ClusterEventTopic, DesiredStateStore, PluginStateReporter};
 use crate::gateways::Backends;
 use crate::plugin_actor::{PluginState, SupervisionPolicy};
 use crate::state_store::{StateStore, StoredState};
@@ -36,6 +36,9 @@ pub struct ManagerConfig {
     pub cluster: Option<DesiredStateStore>,
     /// In a cluster: where this node's plugin states go, for `PluginInfo.nodes`.
     pub node_states: Option<PluginStateReporter>,
+    /// In a cluster: the topic events cross nodes through (and this node's id, which Warden's
+    /// own `plugin:*` events carry).
+    pub cluster_events: Option<ClusterEventTopic>,
 }
 
 /// Where a plugin comes from.

@@ -12,7 +12,7 @@ use warden_runtime::resources::{
 use warden_runtime::{Event, PluginDescription, PluginFactory};
 
 use super::messages::{ManagerConfig, PluginInfo};
-use crate::broker::{EventBroker, PublishEvent};
+use crate::broker::{EventBroker, PublishEvent, WARDEN_SOURCE};
 use crate::cluster::NodePluginState;
 use crate::directory::PluginDirectory;
 use crate::gateways::{DatabaseGateway, KafkaGateway, PluginGateways, StorageGateway};
@@ -100,9 +100,13 @@ impl Registry {
         })
     }
 
-    pub(super) fn publish(&self, event: &str, data: serde_json::Value) {
+    pub(super) fn publish(&self, event: &str, mut data: serde_json::Value) {
+        // In a cluster each node announces the changes it applies, with its id.
+        if let (Some(topic), Some(fields)) = (&self.config.cluster_events, data.as_object_mut()) {
+            fields.insert("node".into(), topic.node().into());
+        }
         self.broker.do_send(PublishEvent {
-            event: Event::new(event, "warden", data),
+            event: Event::new(event, WARDEN_SOURCE, data),
             emitter: None,
         });
     }

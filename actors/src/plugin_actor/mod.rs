@@ -487,17 +487,36 @@ impl Handler<DeliverEvents> for PluginActor {
         let Some(instance) = self.instance.clone() else {
             return;
         };
-        if let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            instance.deliver_events(&message.events)
-        })) {
-            let error = Error::Crashed {
-                plugin: self.name.clone(),
-                reason: panic_message(&panic),
-            };
-            context.notify(InstanceFailed {
-                generation: self.generation,
-                error,
-            });
+        // Events received from another node carry receipts: they are held until the
+        // listeners' promises settle, so that dropping them marks them handled only then.
+        let tracked = message.events.iter().any(|event| event.receipt.is_some());
+        let delivered = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            if tracked {
+                Some(instance.deliver_events_and_wait(&message.events))
+            } else {
+                instance.deliver_events(&message.events);
+                None
+            }
+        }));
+        match delivered {
+            Ok(Some(settling)) => {
+                let events = message.events;
+                actix::spawn(async move {
+                    let _ = settling.await;
+                    drop(events);
+                });
+            }
+            Ok(None) => {}
+            Err(panic) => {
+                let error = Error::Crashed {
+                    plugin: self.name.clone(),
+                    reason: panic_message(&panic),
+                };
+                context.notify(InstanceFailed {
+                    generation: self.generation,
+                    error,
+                });
+            }
         }
     }
 }

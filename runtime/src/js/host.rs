@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 
 use super::limits::{LogBudget, TimerBook};
 pub(crate) use super::operations::{HostOperation, HostRequest};
-use crate::events::EventPattern;
+use crate::events::{EventPattern, ListenerReach};
 use crate::manifest::PluginManifest;
 use crate::plugin::{CallTarget, HostLimit, PluginContext, PluginLimits, HOST_ONLY_FUNCTIONS};
 use crate::{Error, Result};
@@ -273,10 +273,13 @@ pub(crate) fn install_natives<'js>(
     let shared = host.clone();
     natives.set(
         "subscribe",
-        Function::new(ctx.clone(), move |pattern: String| {
+        Function::new(ctx.clone(), move |pattern: String, every_node: bool| {
             refusal((|| {
                 let pattern = EventPattern::parse(&pattern)?;
-                shared.context()?.events.subscribe(&pattern)
+                shared
+                    .context()?
+                    .events
+                    .subscribe(&pattern, listener_reach(every_node))
             })())
         })?,
     )?;
@@ -284,10 +287,12 @@ pub(crate) fn install_natives<'js>(
     let shared = host.clone();
     natives.set(
         "unsubscribe",
-        Function::new(ctx.clone(), move |pattern: String| {
+        Function::new(ctx.clone(), move |pattern: String, every_node: bool| {
             if let (Ok(pattern), Ok(context)) = (EventPattern::parse(&pattern), shared.context()) {
                 // The pattern was accepted when the listener was added, so this cannot refuse.
-                let _ = context.events.unsubscribe(&pattern);
+                let _ = context
+                    .events
+                    .unsubscribe(&pattern, listener_reach(every_node));
             }
         })?,
     )?;
@@ -469,4 +474,13 @@ pub(crate) fn install_natives<'js>(
         })?,
     )?;
     Ok(())
+}
+
+/// The reach of a listener the prelude added with `everyNode` set or not.
+fn listener_reach(every_node: bool) -> ListenerReach {
+    if every_node {
+        ListenerReach::EveryNode
+    } else {
+        ListenerReach::OncePerPlugin
+    }
 }

@@ -19,6 +19,7 @@ use tokio::task::AbortHandle;
 use super::bundle::ModuleFiles;
 use super::engine::JsEngine;
 use super::host::{error_json, HostRequest, HostShared};
+use crate::events::ListenerReach;
 use crate::manifest::PluginManifest;
 use crate::migrations::migrations_from_description;
 use crate::plugin::{
@@ -416,25 +417,21 @@ impl Plugin for JsPlugin {
     }
 
     fn deliver_events(&self, events: &[Arc<Event>]) {
-        let mut batch = String::with_capacity(events.len() * 64);
-        batch.push('[');
-        for (index, event) in events.iter().enumerate() {
-            if index > 0 {
-                batch.push(',');
-            }
-            // Names and sources are validated to need no escaping beyond what JSON gives them.
-            let _ = write!(
-                batch,
-                "[{},{},{}]",
-                Value::from(event.name.as_str()),
-                Value::from(event.source.as_str()),
-                event.data_json
-            );
-        }
-        batch.push(']');
+        let batch = batch_json(events);
         let _ = self
             .inner
             .enter(|_, api| api.get::<_, Function>("deliver")?.call::<_, ()>((batch,)));
+    }
+
+    fn deliver_events_and_wait(&self, events: &[Arc<Event>]) -> PluginFuture<()> {
+        let batch = batch_json(events);
+        self.inner
+            .start_call(move |_, api, call_id| {
+                api.get::<_, Function>("deliver")?
+                    .call::<_, ()>((batch, call_id))
+            })
+            .map(|result| result.map(|_| ()))
+            .boxed_local()
     }
 
     fn consume(&self, consumer_id: &str, message: KafkaRecord) -> PluginFuture<()> {
@@ -488,4 +485,31 @@ impl Plugin for JsPlugin {
         // Dropping the engine frees the heap and every callback in it.
         inner.engine.borrow_mut().take();
     }
+}
+
+/// A batch of events as the prelude's `deliver` reads it: `[[name, source, data, reach?], …]`.
+fn batch_json(events: &[Arc<Event>]) -> String {
+    let mut batch = String::with_capacity(events.len() * 64);
+    batch.push('[');
+    for (index, event) in events.iter().enumerate() {
+        if index > 0 {
+            batch.push(',');
+        }
+        // A fourth element says which listeners hear an event received from the cluster.
+        let reach = match event.reach {
+            None => "",
+            Some(ListenerReach::OncePerPlugin) => ",1",
+            Some(ListenerReach::EveryNode) => ",2",
+        };
+        // Names and sources are validated to need no escaping beyond what JSON gives them.
+        let _ = write!(
+            batch,
+            "[{},{},{}{reach}]",
+            Value::from(event.name.as_str()),
+            Value::from(event.source.as_str()),
+            event.data_json
+        );
+    }
+    batch.push(']');
+    batch
 }

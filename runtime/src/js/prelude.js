@@ -166,18 +166,24 @@ export default function bootstrap(host) {
     return patternSegments.length === eventSegments.length;
   }
 
-  function addListener(pattern, listener, once) {
+  function addListener(pattern, listener, once, options) {
     ensureAlive();
     if (typeof listener !== "function") throw new TypeError("the listener must be a function");
-    throwHostError(host.subscribe(String(pattern)));
-    state.listeners.push({ pattern: String(pattern), listener, once });
+    if (options !== undefined && (options === null || typeof options !== "object")) {
+      throw new TypeError("the listener options must be an object, like { everyNode: true }");
+    }
+    // In a cluster, an everyNode listener hears each event on every node; the others hear it
+    // once per plugin, on one node. On a single node both hear every event.
+    const everyNode = options !== undefined && options.everyNode === true;
+    throwHostError(host.subscribe(String(pattern), everyNode));
+    state.listeners.push({ pattern: String(pattern), listener, once, everyNode });
   }
 
   function removeListener(entry) {
     const index = state.listeners.indexOf(entry);
     if (index !== -1) {
       state.listeners.splice(index, 1);
-      host.unsubscribe(entry.pattern);
+      host.unsubscribe(entry.pattern, entry.everyNode);
     }
   }
 
@@ -192,8 +198,8 @@ export default function bootstrap(host) {
       }
       throwHostError(host.emit(String(event), text === undefined ? "null" : text));
     },
-    on(pattern, listener) { addListener(pattern, listener, false); return eventBus; },
-    once(pattern, listener) { addListener(pattern, listener, true); return eventBus; },
+    on(pattern, listener, options) { addListener(pattern, listener, false, options); return eventBus; },
+    once(pattern, listener, options) { addListener(pattern, listener, true, options); return eventBus; },
     off(pattern, listener) {
       ensureAlive();
       const matching = state.listeners.filter((entry) => entry.pattern === String(pattern) && (listener === undefined || entry.listener === listener));
@@ -715,24 +721,42 @@ export default function bootstrap(host) {
         host.complete(callId, false, errorJson(error));
       }
     },
-    deliver(batchJson) {
-      if (!state.alive) return;
+    // With a callId, the host waits for the listeners' promises (events from another node count
+    // as handled only when their listeners are done); completes with null once all settled.
+    deliver(batchJson, callId) {
+      const tracked = callId !== undefined;
+      let waiting = 1;
+      const settled = () => {
+        waiting -= 1;
+        if (waiting === 0) host.complete(callId, true, "null");
+      };
+      if (!state.alive) {
+        if (tracked) settled();
+        return;
+      }
       const batch = builtins.parse(batchJson);
-      for (const [event, source, data] of batch) {
+      for (const [event, source, data, reach] of batch) {
         const listeners = state.listeners.slice();
         for (const entry of listeners) {
+          // reach: absent for this node's own events, 1 once per plugin, 2 on every node.
+          if (reach !== undefined && entry.everyNode !== (reach === 2)) continue;
           if (!patternMatches(entry.pattern, event)) continue;
           if (entry.once) removeListener(entry);
           try {
             const outcome = entry.listener.call(undefined, data, { event, source });
             if (outcome !== null && typeof outcome === "object" && typeof outcome.then === "function") {
               outcome.then(undefined, (error) => reportListenerError(event, error));
+              if (tracked) {
+                waiting += 1;
+                builtins.then.call(builtins.resolve(outcome), settled, settled);
+              }
             }
           } catch (error) {
             reportListenerError(event, error);
           }
         }
       }
+      if (tracked) settled();
     },
     fireTimer(id) {
       const timer = state.timers.get(id);

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::{JsModule, JsPlugin};
-use crate::events::EventPattern;
+use crate::events::{EventPattern, ListenerReach};
 use crate::manifest::PluginManifest;
 use crate::plugin::{
     CallTarget, Dependencies, DependencyInfo, Events, HostLimit, Plugin, PluginContext,
@@ -22,6 +22,7 @@ struct Recorded {
     emitted: RefCell<Vec<(String, Value)>>,
     calls: RefCell<Vec<(CallTarget, Vec<Value>)>>,
     refusals: RefCell<Vec<(HostLimit, u64, String)>>,
+    subscribed: RefCell<Vec<(String, ListenerReach)>>,
 }
 
 impl Recorded {
@@ -42,10 +43,14 @@ impl Events for FakeEvents {
         self.0.emitted.borrow_mut().push((event.to_string(), data));
         Ok(())
     }
-    fn subscribe(&self, _: &EventPattern) -> Result<()> {
+    fn subscribe(&self, pattern: &EventPattern, reach: ListenerReach) -> Result<()> {
+        self.0
+            .subscribed
+            .borrow_mut()
+            .push((pattern.to_string(), reach));
         Ok(())
     }
-    fn unsubscribe(&self, _: &EventPattern) -> Result<()> {
+    fn unsubscribe(&self, _: &EventPattern, _: ListenerReach) -> Result<()> {
         Ok(())
     }
 }
@@ -985,4 +990,87 @@ fn a_route_naming_a_lifecycle_or_inherited_function_is_refused() {
             "{name}: {error:?}"
         );
     }
+}
+
+/// An event received from the cluster (or a local one, for `None`).
+fn cluster_event(name: &str, reach: Option<ListenerReach>) -> std::sync::Arc<crate::Event> {
+    std::sync::Arc::new(crate::Event {
+        name: name.into(),
+        source: "other".into(),
+        data: Value::Null,
+        data_json: "null".into(),
+        reach,
+        receipt: None,
+    })
+}
+
+#[tokio::test]
+async fn every_node_listeners_hear_only_their_reach_of_a_clusters_events() {
+    let body = r#"
+      heard: { once: [], every: [] },
+      execute(input) {
+        if (input === "listen") {
+          const bus = this.context.eventBus;
+          bus.on("x:*", (data, meta) => { this.heard.once.push(meta.event); });
+          bus.on("x:*", (data, meta) => { this.heard.every.push(meta.event); }, { everyNode: true });
+          try { bus.on("x:*", () => {}, "everyNode"); return "accepted"; } catch (error) { return error.name; }
+        }
+        return this.heard;
+      }"#;
+    with_plugin(body, PluginLimits::default(), async |plugin, recorded| {
+        assert_eq!(
+            execute(&plugin, json!("listen")).await.unwrap(),
+            json!("TypeError"),
+            "options that are not an object are refused"
+        );
+        assert_eq!(
+            *recorded.subscribed.borrow(),
+            [
+                ("x:*".to_string(), ListenerReach::OncePerPlugin),
+                ("x:*".to_string(), ListenerReach::EveryNode)
+            ]
+        );
+        plugin.deliver_events(&[
+            cluster_event("x:local", None),
+            cluster_event("x:once", Some(ListenerReach::OncePerPlugin)),
+            cluster_event("x:every", Some(ListenerReach::EveryNode)),
+        ]);
+        assert_eq!(
+            execute(&plugin, json!("heard")).await.unwrap(),
+            json!({ "once": ["x:local", "x:once"], "every": ["x:local", "x:every"] })
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_tracked_delivery_resolves_once_the_listeners_promises_settle() {
+    let body = r#"
+      execute(input) {
+        if (input === "listen") {
+          this.context.eventBus.on("x:*", async () => {
+            await new Promise((resolve) => { this.release = resolve; });
+            this.done = true;
+          });
+          return null;
+        }
+        if (input === "release") { this.release(); return null; }
+        return this.done === true;
+      }"#;
+    with_plugin(body, PluginLimits::default(), async |plugin, _| {
+        execute(&plugin, json!("listen")).await.unwrap();
+        let mut settling = plugin
+            .deliver_events_and_wait(&[cluster_event("x:job", Some(ListenerReach::OncePerPlugin))]);
+        assert!(
+            futures::poll!(&mut settling).is_pending(),
+            "the listener's promise is pending"
+        );
+        execute(&plugin, json!("release")).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(5), settling)
+            .await
+            .expect("settles once the listener is done")
+            .unwrap();
+        assert_eq!(execute(&plugin, json!("done")).await.unwrap(), json!(true));
+    })
+    .await;
 }

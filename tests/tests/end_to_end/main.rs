@@ -17,6 +17,9 @@ mod cluster;
 /// Attacks on the cluster: sources the record cannot hold, stale directories, load order,
 /// credentials shared by nodes, retries that would disturb what runs.
 mod cluster_attacks;
+/// Events in a cluster: once per plugin, `everyNode`, order, no self-delivery, local `plugin:*`
+/// events, the operator's events and the streams cluster-wide, a killed node losing nothing.
+mod cluster_events;
 /// Event bus: order, no self-delivery, `*`/`**` patterns, `once`/`off`, admin and lifecycle
 /// events, and the SSE stream.
 mod events;

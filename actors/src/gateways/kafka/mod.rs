@@ -55,7 +55,7 @@ const PRODUCER_LINGER_MS: &str = "1";
 
 /// The consumer session timeout: short, so that a consumer that went away without leaving its
 /// group (a crashed process) hands its partitions over quickly.
-const CONSUMER_SESSION_TIMEOUT_MS: &str = "6000";
+pub(crate) const CONSUMER_SESSION_TIMEOUT_MS: &str = "6000";
 
 /// The bound of the readiness probe.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
@@ -74,10 +74,10 @@ const QUEUE_FULL_RETRY: Duration = Duration::from_millis(10);
 
 /// The pause after a consumer error, so that a broker that is down does not make the delivery
 /// loop spin.
-const RECEIVE_ERROR_BACKOFF: Duration = Duration::from_millis(500);
+pub(crate) const RECEIVE_ERROR_BACKOFF: Duration = Duration::from_millis(500);
 
 /// How long stopping a consumer waits for it to leave its group.
-const CONSUMER_CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const CONSUMER_CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The bound of one ksqlDB request; statements that create persistent queries can take a while.
 const KSQL_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
@@ -173,6 +173,42 @@ impl KafkaBackend {
     pub fn with_topic_partitions(mut self, partitions: u32) -> Self {
         self.topic_partitions = partitions.max(1);
         self
+    }
+
+    /// The brokers (comma-separated host:port), for clients of Warden's own.
+    pub fn brokers(&self) -> &str {
+        &self.brokers
+    }
+
+    /// Creates the topics that do not exist yet, with the configured partitions.
+    pub async fn create_topics(&self, names: &[String]) -> Result<()> {
+        if names.is_empty() {
+            return Ok(());
+        }
+        let partitions = i32::try_from(self.topic_partitions).unwrap_or(i32::MAX);
+        let new_topics: Vec<NewTopic<'_>> = names
+            .iter()
+            .map(|name| NewTopic::new(name, partitions, TopicReplication::Fixed(TOPIC_REPLICATION)))
+            .collect();
+        let options = AdminOptions::new()
+            .request_timeout(Some(ADMIN_TIMEOUT))
+            .operation_timeout(Some(ADMIN_TIMEOUT));
+        let results = self
+            .admin
+            .create_topics(&new_topics, &options)
+            .await
+            .map_err(kafka_error)?;
+        for result in results {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((topic, code)) => {
+                    return Err(kafka_error(format!(
+                        "cannot create topic '{topic}': {code}"
+                    )))
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The shared producer, for benchmarks that compare the gateway with the bare client.
@@ -346,37 +382,8 @@ impl Handler<EnsureTopics> for KafkaGateway {
             .iter()
             .map(|grant| grant.physical.clone())
             .collect();
-        let admin = Arc::clone(&self.backend.admin);
-        let partitions = i32::try_from(self.backend.topic_partitions).unwrap_or(i32::MAX);
-        Box::pin(async move {
-            if physical_names.is_empty() {
-                return Ok(());
-            }
-            let new_topics: Vec<NewTopic<'_>> = physical_names
-                .iter()
-                .map(|name| {
-                    NewTopic::new(name, partitions, TopicReplication::Fixed(TOPIC_REPLICATION))
-                })
-                .collect();
-            let options = AdminOptions::new()
-                .request_timeout(Some(ADMIN_TIMEOUT))
-                .operation_timeout(Some(ADMIN_TIMEOUT));
-            let results = admin
-                .create_topics(&new_topics, &options)
-                .await
-                .map_err(kafka_error)?;
-            for result in results {
-                match result {
-                    Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                    Err((topic, code)) => {
-                        return Err(kafka_error(format!(
-                            "cannot create topic '{topic}': {code}"
-                        )))
-                    }
-                }
-            }
-            Ok(())
-        })
+        let backend = self.backend.clone();
+        Box::pin(async move { backend.create_topics(&physical_names).await })
     }
 }
 

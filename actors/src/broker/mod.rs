@@ -15,6 +15,10 @@
 //! limit) loses events: its cursor jumps to the end of the log, the skipped events are counted
 //! (`warden_events_dropped_total{plugin}`) and logged, and it is told once per episode with a
 //! `plugin:events-dropped` event.
+//!
+//! In a cluster the broker is given an [`EventRelay`]: events emitted on this node by plugins
+//! and the operator go to the cluster's topic instead of the log, and come back from it as
+//! [`PublishReceived`] (once per plugin, or on every node); Warden's own events stay local.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -22,10 +26,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::{Actor, AsyncContext as _, Context, Handler, Message, Recipient};
+
+mod backlog;
+
+pub use backlog::{held_bytes, EmitterBacklog};
 use serde_json::json;
-use tokio::sync::{mpsc, Notify};
-use warden_runtime::events::EventPattern;
+use tokio::sync::mpsc;
+use warden_runtime::events::{EventPattern, ListenerReach};
 use warden_runtime::Event;
+
+/// The source of Warden's own events.
+pub const WARDEN_SOURCE: &str = "warden";
 
 /// Events a subscriber may have in flight (sent, not yet handled) at once.
 pub const DEFAULT_QUEUE_CAPACITY: usize = 10_000;
@@ -64,6 +75,23 @@ pub struct PublishEvent {
     pub emitter: Option<Arc<EmitterBacklog>>,
 }
 
+/// An event received from the cluster's topic: delivered here only, to the listeners of its
+/// reach (and to the event streams when it is for every node).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PublishReceived {
+    /// The event, its `reach` set.
+    pub event: Arc<Event>,
+    /// The reader's backlog, already charged with this event, released when it leaves the log.
+    pub backlog: Arc<EmitterBacklog>,
+}
+
+/// Where a cluster node's broker sends the events emitted on it (plugins' and the operator's).
+pub trait EventRelay {
+    /// Sends `event` on; releases `emitter` of it once sent (or given up).
+    fn relay(&self, event: Arc<Event>, emitter: Option<Arc<EmitterBacklog>>);
+}
+
 /// A subscriber handled a batch: the broker sends it more, if more wait for it.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -81,6 +109,8 @@ pub struct Subscribe {
     pub subscriber: SubscriberKey,
     /// The pattern to match.
     pub pattern: EventPattern,
+    /// Which events of a cluster the subscription hears.
+    pub reach: ListenerReach,
     /// Where batches go.
     pub deliver_to: Recipient<DeliverEvents>,
     /// Events sent to the subscriber and not yet handled; the subscriber decrements it.
@@ -95,6 +125,8 @@ pub struct Unsubscribe {
     pub subscriber: SubscriberKey,
     /// The pattern given to `Subscribe`.
     pub pattern: EventPattern,
+    /// The reach given to `Subscribe`.
+    pub reach: ListenerReach,
 }
 
 /// Removes every subscription of a plugin instance (unload, restart).
@@ -115,99 +147,6 @@ pub struct OpenEventStream {
     pub sender: mpsc::Sender<Arc<Event>>,
 }
 
-/// One plugin instance's emitted events that have not reached every listener yet: charged at
-/// `emit`, released when the event leaves the broker's log.
-#[derive(Debug)]
-pub struct EmitterBacklog {
-    events: AtomicUsize,
-    bytes: AtomicUsize,
-    /// Most bytes of undelivered events; an emit past it is refused.
-    byte_budget: usize,
-    /// Most undelivered events before the emitter's new calls wait.
-    call_threshold: usize,
-    drained: Notify,
-}
-
-impl EmitterBacklog {
-    /// A backlog refusing emits past `byte_budget` bytes and holding calls past
-    /// `call_threshold` events.
-    pub fn new(byte_budget: usize, call_threshold: usize) -> Self {
-        EmitterBacklog {
-            events: AtomicUsize::new(0),
-            bytes: AtomicUsize::new(0),
-            byte_budget,
-            call_threshold: call_threshold.max(1),
-            drained: Notify::new(),
-        }
-    }
-
-    /// Counts one event of `bytes` as undelivered, or answers `false` (counting nothing) when
-    /// it would take the backlog past its byte budget.
-    pub fn charge(&self, bytes: usize) -> bool {
-        let charged = self
-            .bytes
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
-                held.checked_add(bytes)
-                    .filter(|total| *total <= self.byte_budget || held == 0)
-            })
-            .is_ok();
-        if charged {
-            self.events.fetch_add(1, Ordering::AcqRel);
-        }
-        charged
-    }
-
-    fn release(&self, bytes: usize) {
-        let _ = self
-            .bytes
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
-                Some(held.saturating_sub(bytes))
-            });
-        let before = self
-            .events
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
-                Some(held.saturating_sub(1))
-            })
-            .unwrap_or(0);
-        if before == self.call_threshold + 1 {
-            self.drained.notify_waiters();
-        }
-    }
-
-    /// Whether the emitter holds more undelivered events than its new calls may start with.
-    pub fn holds_calls(&self) -> bool {
-        self.events() > self.call_threshold
-    }
-
-    /// Undelivered events.
-    pub fn events(&self) -> usize {
-        self.events.load(Ordering::Acquire)
-    }
-
-    /// The byte budget, for refusal messages.
-    pub fn byte_budget(&self) -> usize {
-        self.byte_budget
-    }
-
-    /// Waits until the emitter holds at most its call threshold of undelivered events.
-    pub async fn wait_until_drained(&self) {
-        loop {
-            let drained = self.drained.notified();
-            if self.events() <= self.call_threshold {
-                return;
-            }
-            drained.await;
-        }
-    }
-}
-
-/// What an event holds in memory, roughly: its serialized data, the parsed data beside it
-/// (counted as twice the text), its name and source, and the allocation overheads.
-pub fn held_bytes(event: &Event) -> usize {
-    const OVERHEAD: usize = 128;
-    event.data_json.len() * 3 + event.name.len() + event.source.len() + OVERHEAD
-}
-
 struct LoggedEvent {
     event: Arc<Event>,
     /// Charged with [`held_bytes`] of `event`, released when it leaves the log.
@@ -217,7 +156,8 @@ struct LoggedEvent {
 struct Subscriber {
     deliver_to: Recipient<DeliverEvents>,
     queue: Arc<AtomicUsize>,
-    patterns: Vec<(EventPattern, usize)>,
+    /// Each pattern and reach it subscribed with, and how many times.
+    patterns: Vec<(EventPattern, ListenerReach, usize)>,
     /// The log position of the next event to consider for it.
     cursor: u64,
     /// When it last handled a batch, or was last idle.
@@ -229,10 +169,9 @@ struct Subscriber {
 impl Subscriber {
     fn wants(&self, key: &SubscriberKey, event: &Event) -> bool {
         key.plugin != event.source
-            && self
-                .patterns
-                .iter()
-                .any(|(pattern, _)| pattern.matches(&event.name))
+            && self.patterns.iter().any(|(pattern, reach, _)| {
+                event.reach.is_none_or(|wanted| wanted == *reach) && pattern.matches(&event.name)
+            })
     }
 }
 
@@ -253,6 +192,8 @@ pub struct EventBroker {
     stall_limit: Duration,
     flush_scheduled: bool,
     stall_check_scheduled: bool,
+    /// In a cluster: where events emitted on this node go instead of the log.
+    relay: Option<Box<dyn EventRelay>>,
 }
 
 impl EventBroker {
@@ -268,7 +209,14 @@ impl EventBroker {
             stall_limit,
             flush_scheduled: false,
             stall_check_scheduled: false,
+            relay: None,
         }
+    }
+
+    /// The same broker on a cluster node: events emitted here go to `relay`.
+    pub fn with_relay(mut self, relay: Box<dyn EventRelay>) -> Self {
+        self.relay = Some(relay);
+        self
     }
 
     fn log_end(&self) -> u64 {
@@ -361,7 +309,7 @@ impl EventBroker {
                 // Told once per episode, after the events already in flight to it.
                 let notice = Event::new(
                     "plugin:events-dropped",
-                    "warden",
+                    WARDEN_SOURCE,
                     json!({ "name": key.plugin, "dropped": dropped }),
                 );
                 subscriber.queue.fetch_add(1, Ordering::AcqRel);
@@ -435,12 +383,18 @@ impl Handler<FlushDeliveries> for EventBroker {
     }
 }
 
-impl Handler<PublishEvent> for EventBroker {
-    type Result = ();
-
-    fn handle(&mut self, message: PublishEvent, context: &mut Self::Context) {
-        let PublishEvent { event, emitter } = message;
-        if !self.streams.is_empty() {
+impl EventBroker {
+    /// Hands `event` to the streams and logs it for the subscribers that want it.
+    fn publish_here(
+        &mut self,
+        event: Arc<Event>,
+        emitter: Option<Arc<EmitterBacklog>>,
+        context: &mut Context<Self>,
+    ) {
+        // A stream shows each event of the cluster once: those for every node, not the copies
+        // for one listener plugin.
+        let streamed = event.reach != Some(ListenerReach::OncePerPlugin);
+        if streamed && !self.streams.is_empty() {
             self.streams.retain(|stream| {
                 if !stream.pattern.matches(&event.name) {
                     return !stream.sender.is_closed();
@@ -466,6 +420,28 @@ impl Handler<PublishEvent> for EventBroker {
             self.flush_scheduled = true;
             context.notify(FlushDeliveries);
         }
+    }
+}
+
+impl Handler<PublishEvent> for EventBroker {
+    type Result = ();
+
+    fn handle(&mut self, message: PublishEvent, context: &mut Self::Context) {
+        let PublishEvent { event, emitter } = message;
+        match &self.relay {
+            // Warden's own events are this node's (`plugin:*` carry its id); the rest is the
+            // cluster's, and comes back from it.
+            Some(relay) if event.source != WARDEN_SOURCE => relay.relay(event, emitter),
+            _ => self.publish_here(event, emitter, context),
+        }
+    }
+}
+
+impl Handler<PublishReceived> for EventBroker {
+    type Result = ();
+
+    fn handle(&mut self, message: PublishReceived, context: &mut Self::Context) {
+        self.publish_here(message.event, Some(message.backlog), context);
     }
 }
 
@@ -510,10 +486,12 @@ impl Handler<Subscribe> for EventBroker {
         match subscriber
             .patterns
             .iter_mut()
-            .find(|(pattern, _)| *pattern == message.pattern)
+            .find(|(pattern, reach, _)| *pattern == message.pattern && *reach == message.reach)
         {
-            Some((_, count)) => *count += 1,
-            None => subscriber.patterns.push((message.pattern, 1)),
+            Some((_, _, count)) => *count += 1,
+            None => subscriber
+                .patterns
+                .push((message.pattern, message.reach, 1)),
         }
     }
 }
@@ -529,10 +507,10 @@ impl Handler<Unsubscribe> for EventBroker {
         if let Some(index) = subscriber
             .patterns
             .iter()
-            .position(|(pattern, _)| *pattern == message.pattern)
+            .position(|(pattern, reach, _)| *pattern == message.pattern && *reach == message.reach)
         {
-            subscriber.patterns[index].1 -= 1;
-            if subscriber.patterns[index].1 == 0 {
+            subscriber.patterns[index].2 -= 1;
+            if subscriber.patterns[index].2 == 0 {
                 subscriber.patterns.remove(index);
             }
         }
@@ -566,41 +544,141 @@ impl Handler<OpenEventStream> for EventBroker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use actix::Addr;
+    use std::sync::Mutex;
 
-    #[test]
-    fn a_backlog_refuses_past_its_byte_budget_but_always_takes_one_event() {
-        let backlog = EmitterBacklog::new(1_000, 10);
-        assert!(
-            backlog.charge(2_000),
-            "an empty backlog takes one event of any size"
-        );
-        assert!(!backlog.charge(1), "then it is over budget");
-        assert_eq!(backlog.events(), 1, "a refused charge counts nothing");
-        backlog.release(2_000);
-        assert!(backlog.charge(600));
-        assert!(!backlog.charge(600), "600 + 600 is over 1,000");
-        assert!(backlog.charge(400));
-        assert_eq!(backlog.events(), 2);
+    /// Records the names of the events delivered to it.
+    struct Collector(Arc<Mutex<Vec<String>>>);
+
+    impl Actor for Collector {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<DeliverEvents> for Collector {
+        type Result = ();
+
+        fn handle(&mut self, message: DeliverEvents, _: &mut Self::Context) {
+            let mut names = self.0.lock().unwrap();
+            names.extend(message.events.iter().map(|event| event.name.clone()));
+        }
+    }
+
+    fn subscribe(
+        broker: &Addr<EventBroker>,
+        plugin: &str,
+        reach: ListenerReach,
+    ) -> Arc<Mutex<Vec<String>>> {
+        let names = Arc::new(Mutex::new(Vec::new()));
+        let collector = Collector(names.clone()).start();
+        broker.do_send(Subscribe {
+            subscriber: SubscriberKey {
+                plugin: plugin.into(),
+                generation: 1,
+            },
+            pattern: EventPattern::parse("x:*").unwrap(),
+            reach,
+            deliver_to: collector.recipient(),
+            queue: Arc::new(AtomicUsize::new(0)),
+        });
+        names
+    }
+
+    fn received(name: &str, reach: ListenerReach) -> PublishReceived {
+        PublishReceived {
+            event: Arc::new(Event {
+                name: name.into(),
+                source: "emitter".into(),
+                data: serde_json::Value::Null,
+                data_json: "null".into(),
+                reach: Some(reach),
+                receipt: None,
+            }),
+            backlog: Arc::new(EmitterBacklog::new(usize::MAX, 100)),
+        }
+    }
+
+    async fn wait_for(condition: impl Fn() -> bool) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !condition() {
+            if Instant::now() > deadline {
+                return false;
+            }
+            tokio::task::yield_now().await;
+        }
+        true
     }
 
     #[actix_rt::test]
-    async fn calls_are_held_past_the_threshold_and_released_when_it_drains() {
-        let backlog = Arc::new(EmitterBacklog::new(usize::MAX, 2));
-        for _ in 0..3 {
-            assert!(backlog.charge(1));
+    async fn an_event_from_the_cluster_reaches_only_the_listeners_of_its_reach() {
+        let broker = EventBroker::default().start();
+        let once = subscribe(&broker, "once", ListenerReach::OncePerPlugin);
+        let every = subscribe(&broker, "every", ListenerReach::EveryNode);
+        let (sender, mut stream) = mpsc::channel(10);
+        broker.do_send(OpenEventStream {
+            pattern: EventPattern::parse("x:*").unwrap(),
+            sender,
+        });
+        broker.do_send(received("x:for-one-node", ListenerReach::OncePerPlugin));
+        broker.do_send(received("x:for-every-node", ListenerReach::EveryNode));
+        broker.do_send(PublishEvent {
+            event: Event::new("x:local", "warden", serde_json::Value::Null),
+            emitter: None,
+        });
+        assert!(
+            wait_for(|| once.lock().unwrap().len() == 2 && every.lock().unwrap().len() == 2).await
+        );
+        assert_eq!(*once.lock().unwrap(), ["x:for-one-node", "x:local"]);
+        assert_eq!(*every.lock().unwrap(), ["x:for-every-node", "x:local"]);
+        // A stream shows each event of the cluster once: not the copy for one listener plugin.
+        let streamed: Vec<String> = [stream.recv().await, stream.recv().await]
+            .into_iter()
+            .map(|event| event.unwrap().name.clone())
+            .collect();
+        assert_eq!(streamed, ["x:for-every-node", "x:local"]);
+        assert!(stream.try_recv().is_err());
+    }
+
+    /// Records what the broker relays.
+    struct RecordingRelay(Arc<Mutex<Vec<String>>>);
+
+    impl EventRelay for RecordingRelay {
+        fn relay(&self, event: Arc<Event>, emitter: Option<Arc<EmitterBacklog>>) {
+            self.0.lock().unwrap().push(event.name.clone());
+            if let Some(emitter) = emitter {
+                emitter.release(held_bytes(&event));
+            }
         }
-        assert!(backlog.holds_calls());
-        let waiter = {
-            let backlog = backlog.clone();
-            actix_rt::spawn(async move { backlog.wait_until_drained().await })
-        };
-        tokio::task::yield_now().await;
-        assert!(!waiter.is_finished(), "held while over the threshold");
-        backlog.release(1);
-        assert!(!backlog.holds_calls());
-        tokio::time::timeout(Duration::from_secs(5), waiter)
-            .await
-            .expect("released once drained")
-            .expect("the waiter ran");
+    }
+
+    #[actix_rt::test]
+    async fn a_cluster_node_relays_what_plugins_and_the_operator_emit_and_keeps_its_own_events() {
+        let relayed = Arc::new(Mutex::new(Vec::new()));
+        let broker = EventBroker::default()
+            .with_relay(Box::new(RecordingRelay(relayed.clone())))
+            .start();
+        let listener = subscribe(&broker, "listener", ListenerReach::OncePerPlugin);
+        let backlog = Arc::new(EmitterBacklog::new(usize::MAX, 100));
+        let event = Event::new("x:plugin", "emitter", serde_json::Value::Null);
+        assert!(backlog.charge(held_bytes(&event)));
+        broker.do_send(PublishEvent {
+            event,
+            emitter: Some(backlog.clone()),
+        });
+        broker.do_send(PublishEvent {
+            event: Event::new("x:operator", "admin", serde_json::Value::Null),
+            emitter: None,
+        });
+        broker.do_send(PublishEvent {
+            event: Event::new("x:loaded", WARDEN_SOURCE, serde_json::Value::Null),
+            emitter: None,
+        });
+        assert!(wait_for(|| listener.lock().unwrap().len() == 1).await);
+        assert_eq!(
+            *listener.lock().unwrap(),
+            ["x:loaded"],
+            "only Warden's own stay here"
+        );
+        assert_eq!(*relayed.lock().unwrap(), ["x:plugin", "x:operator"]);
+        assert_eq!(backlog.events(), 0, "the emitter is released once relayed");
     }
 }
