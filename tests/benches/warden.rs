@@ -55,6 +55,9 @@ fn main() {
         }
         if runs("cluster") {
             cluster::load_convergence(200).await;
+            for listeners in [1, 10] {
+                cluster::event_crossing(400, 100_000, listeners).await;
+            }
         }
         if !runs("gateways") {
             return;

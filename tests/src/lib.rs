@@ -747,3 +747,19 @@ pub fn plugin_names(list: &Value) -> Vec<String> {
         })
         .unwrap_or_default()
 }
+
+/// librdkafka's partition of a keyed message (its default partitioner: CRC-32 of the key).
+pub fn partition_of(key: &str, partitions: u32) -> u32 {
+    let mut crc = 0xFFFF_FFFFu32;
+    for &byte in key.as_bytes() {
+        crc ^= u32::from(byte);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc % partitions
+}

@@ -27,7 +27,7 @@ use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message as _, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{BaseRecord, DeliveryResult, ProducerContext, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
@@ -70,7 +70,7 @@ pub struct ClusterEventTopic {
     topic: String,
     group: String,
     brokers: String,
-    producer: Arc<FutureProducer>,
+    producer: Arc<ThreadedProducer<RelayContext>>,
     /// Events a reader may have handed to the broker and not yet seen leave its log.
     window: usize,
 }
@@ -93,14 +93,14 @@ impl ClusterEventTopic {
             .map_err(|error| format!("cannot create the cluster's event topic: {error}"))?;
         // One request in flight keeps one emitter's events in order through retries (see the
         // gateway's producer for why not idempotence).
-        let producer: FutureProducer = ClientConfig::new()
+        let producer: ThreadedProducer<RelayContext> = ClientConfig::new()
             .set("bootstrap.servers", kafka.brokers())
             .set("message.timeout.ms", RELAY_TIMEOUT_MS)
             .set("linger.ms", RELAY_LINGER_MS)
             .set("queue.buffering.max.messages", RELAY_QUEUE_MESSAGES)
             .set("acks", "all")
             .set("max.in.flight.requests.per.connection", "1")
-            .create()
+            .create_with_context(RelayContext)
             .map_err(|error| format!("cannot create the cluster's event producer: {error}"))?;
         Ok(ClusterEventTopic {
             node: node.to_string(),
@@ -280,10 +280,20 @@ impl ClusterEventTopic {
                 biased;
                 _ = stopping.notified() => break,
                 Some(event) = handled.recv() => {
-                    if let Some(next) = offsets.handled(event) {
+                    // Every receipt waiting is taken at once, and each partition's offset is
+                    // stored once for them all.
+                    let mut moved = HashMap::new();
+                    let mut next_event = Some(event);
+                    while let Some(event) = next_event {
+                        if let Some(offset) = offsets.handled(event) {
+                            moved.insert(event.partition, offset);
+                        }
+                        next_event = handled.try_recv().ok();
+                    }
+                    for (partition, offset) in moved {
                         // A partition that moved to another node refuses; it reads from what
                         // was committed before.
-                        let _ = consumer.store_offset(&self.topic, event.partition, next);
+                        let _ = consumer.store_offset(&self.topic, partition, offset);
                     }
                     continue;
                 }
@@ -408,51 +418,73 @@ fn text(bytes: Option<&[u8]>) -> Option<&str> {
 /// Sends the events emitted on this node to the cluster's topic.
 pub struct KafkaEventRelay {
     topic: String,
-    producer: Arc<FutureProducer>,
+    producer: Arc<ThreadedProducer<RelayContext>>,
+}
+
+/// An event on its way to Kafka, with the backlog its delivery report releases.
+struct RelayedEvent {
+    event: Arc<Event>,
+    emitter: Option<Arc<EmitterBacklog>>,
+}
+
+impl RelayedEvent {
+    /// Counts the outcome and releases the emitter of the event.
+    fn settle(self, outcome: Result<(), String>) {
+        match outcome {
+            Ok(()) => metrics::counter!("warden_cluster_events_sent_total").increment(1),
+            Err(error) => {
+                tracing::error!(
+                    source = %self.event.source,
+                    event = %self.event.name,
+                    %error,
+                    "an event could not be sent to the cluster; it is lost"
+                );
+                metrics::counter!(
+                    "warden_cluster_events_unsent_total",
+                    "plugin" => self.event.source.clone()
+                )
+                .increment(1);
+            }
+        }
+        if let Some(emitter) = &self.emitter {
+            emitter.release(held_bytes(&self.event));
+        }
+    }
+}
+
+/// Settles each relayed event in librdkafka's delivery report, on the producer's own thread:
+/// no task per event.
+struct RelayContext;
+
+impl ClientContext for RelayContext {}
+
+impl ProducerContext for RelayContext {
+    type DeliveryOpaque = Box<RelayedEvent>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, relayed: Self::DeliveryOpaque) {
+        relayed.settle(match result {
+            Ok(_) => Ok(()),
+            Err((error, _)) => Err(error.to_string()),
+        });
+    }
 }
 
 impl EventRelay for KafkaEventRelay {
     fn relay(&self, event: Arc<Event>, emitter: Option<Arc<EmitterBacklog>>) {
-        let record = FutureRecord::to(&self.topic)
+        let relayed = Box::new(RelayedEvent {
+            event: Arc::clone(&event),
+            emitter,
+        });
+        let record = BaseRecord::with_opaque_to(&self.topic, relayed)
             .key(&event.source)
             .payload(&event.data_json)
             .headers(OwnedHeaders::new().insert(Header {
                 key: EVENT_NAME_HEADER,
                 value: Some(&event.name),
             }));
-        let sent = self
-            .producer
-            .send_result(record)
-            .map_err(|(error, _)| error);
-        actix::spawn(async move {
-            let outcome = match sent {
-                Ok(delivery) => match delivery.await {
-                    Ok(Ok(_)) => Ok(()),
-                    Ok(Err((error, _))) => Err(error.to_string()),
-                    Err(_) => Err("the producer was closed".to_string()),
-                },
-                Err(error) => Err(error.to_string()),
-            };
-            match outcome {
-                Ok(()) => metrics::counter!("warden_cluster_events_sent_total").increment(1),
-                Err(error) => {
-                    tracing::error!(
-                        source = %event.source,
-                        event = %event.name,
-                        %error,
-                        "an event could not be sent to the cluster; it is lost"
-                    );
-                    metrics::counter!(
-                        "warden_cluster_events_unsent_total",
-                        "plugin" => event.source.clone()
-                    )
-                    .increment(1);
-                }
-            }
-            if let Some(emitter) = emitter {
-                emitter.release(held_bytes(&event));
-            }
-        });
+        if let Err((error, record)) = self.producer.send(record) {
+            record.delivery_opaque.settle(Err(error.to_string()));
+        }
     }
 }
 

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use warden_tests::{wait_until, EventStream, WardenProcess, PATIENCE};
+use warden_tests::{partition_of, wait_until, EventStream, WardenProcess, PATIENCE};
 
 use crate::gateways::unique;
 
@@ -322,22 +322,6 @@ export default {{
 }};
 "#
     )
-}
-
-/// librdkafka's partition of a keyed message (its default partitioner: CRC-32 of the key).
-fn partition_of(key: &str, partitions: u32) -> u32 {
-    let mut crc = 0xFFFF_FFFFu32;
-    for &byte in key.as_bytes() {
-        crc ^= u32::from(byte);
-        for _ in 0..8 {
-            crc = if crc & 1 == 1 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc % partitions
 }
 
 /// A plugin that emits `job:run` with `{ seq }` for `execute({ from, to })`.
