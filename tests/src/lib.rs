@@ -748,6 +748,18 @@ pub fn plugin_names(list: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// One name per partition of a topic of `partitions`, each `<base>-<n>`, so that messages keyed
+/// by them land one on each partition.
+pub fn one_key_per_partition(base: &str, partitions: u32) -> Vec<String> {
+    (0..partitions)
+        .filter_map(|partition| {
+            (0u32..)
+                .map(|index| format!("{base}-{index}"))
+                .find(|name| partition_of(name, partitions) == partition)
+        })
+        .collect()
+}
+
 /// librdkafka's partition of a keyed message (its default partitioner: CRC-32 of the key).
 pub fn partition_of(key: &str, partitions: u32) -> u32 {
     let mut crc = 0xFFFF_FFFFu32;

@@ -67,8 +67,8 @@ const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Clone)]
 pub struct ClusterEventTopic {
     node: String,
+    /// The topic's name, which is also the cluster's group id.
     topic: String,
-    group: String,
     brokers: String,
     producer: Arc<ThreadedProducer<RelayContext>>,
     /// Events a reader may have handed to the broker and not yet seen leave its log.
@@ -104,7 +104,6 @@ impl ClusterEventTopic {
             .map_err(|error| format!("cannot create the cluster's event producer: {error}"))?;
         Ok(ClusterEventTopic {
             node: node.to_string(),
-            group: topic.clone(),
             topic,
             brokers: kafka.brokers().to_string(),
             producer: Arc::new(producer),
@@ -170,7 +169,7 @@ impl ClusterEventTopic {
         // The group id is this node's own and nothing is committed under it; `assign` takes
         // every partition without joining a group.
         let Ok(consumer) = self
-            .consumer_config(&format!("{}.{}", self.group, self.node))
+            .consumer_config(&format!("{}.{}", self.topic, self.node))
             .create::<StreamConsumer>()
             .inspect_err(|error| tracing::error!(%error, "cannot read the cluster's events"))
         else {
@@ -195,12 +194,8 @@ impl ClusterEventTopic {
                 _ = backlog.wait_until_drained(), if backlog.holds_calls() => continue,
                 message = consumer.recv(), if !backlog.holds_calls() => message,
             };
-            let message = match message {
-                Ok(message) => message,
-                Err(error) => {
-                    receive_failed(error).await;
-                    continue;
-                }
+            let Some(message) = received(message).await else {
+                continue;
             };
             if let Some(event) = event_of(&message, ListenerReach::EveryNode, None) {
                 deliver(&broker, &backlog, event);
@@ -261,7 +256,7 @@ impl ClusterEventTopic {
         stopping: Arc<Notify>,
     ) {
         let Ok(consumer) = self
-            .consumer_config(&self.group)
+            .consumer_config(&self.topic)
             .create_with_context::<_, StreamConsumer<GroupContext>>(context)
             .inspect_err(|error| tracing::error!(%error, "cannot read the cluster's events"))
         else {
@@ -300,12 +295,8 @@ impl ClusterEventTopic {
                 _ = backlog.wait_until_drained(), if backlog.holds_calls() => continue,
                 message = consumer.recv(), if !backlog.holds_calls() => message,
             };
-            let message = match message {
-                Ok(message) => message,
-                Err(error) => {
-                    receive_failed(error).await;
-                    continue;
-                }
+            let Some(message) = received(message).await else {
+                continue;
             };
             let position = offsets.received(message.partition(), message.offset());
             let sender = handled_sender.clone();
@@ -336,9 +327,17 @@ fn deliver(broker: &Addr<EventBroker>, backlog: &Arc<EmitterBacklog>, event: Arc
     });
 }
 
-async fn receive_failed(error: rdkafka::error::KafkaError) {
-    tracing::warn!(%error, "cannot read the cluster's events");
-    tokio::time::sleep(RECEIVE_ERROR_BACKOFF).await;
+/// The message read, or `None` after logging the error and a pause (a broker that is down
+/// must not make the reader spin).
+async fn received<M>(outcome: Result<M, rdkafka::error::KafkaError>) -> Option<M> {
+    match outcome {
+        Ok(message) => Some(message),
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the cluster's events");
+            tokio::time::sleep(RECEIVE_ERROR_BACKOFF).await;
+            None
+        }
+    }
 }
 
 /// Tells the node when the group first gave it its share of the partitions.

@@ -1074,3 +1074,26 @@ async fn a_tracked_delivery_resolves_once_the_listeners_promises_settle() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_listener_promise_that_never_settles_holds_its_events_no_longer_than_the_call_limit() {
+    let body = r#"
+      execute() {
+        this.context.eventBus.on("x:*", () => new Promise(() => {}));
+        return null;
+      }"#;
+    let limits = PluginLimits {
+        call_timeout_ms: 200,
+        ..PluginLimits::default()
+    };
+    with_plugin(body, limits, async |plugin, _| {
+        execute(&plugin, json!(null)).await.unwrap();
+        let settling = plugin
+            .deliver_events_and_wait(&[cluster_event("x:job", Some(ListenerReach::OncePerPlugin))]);
+        let outcome = tokio::time::timeout(Duration::from_secs(5), settling)
+            .await
+            .expect("the wait ends at the call limit");
+        assert!(matches!(outcome, Err(Error::Timeout { .. })), "{outcome:?}");
+    })
+    .await;
+}

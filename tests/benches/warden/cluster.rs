@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use warden_tests::{partition_of, WardenProcess};
+use warden_tests::{one_key_per_partition, WardenProcess};
 
 use super::{percentile, report};
 
@@ -154,14 +154,7 @@ pub async fn event_crossing(samples: usize, burst: u64, listeners: usize) {
     else {
         return;
     };
-    let emitters: Vec<String> = (0..2)
-        .map(|partition| {
-            (0..)
-                .map(|index| format!("bench-emitter-{index}"))
-                .find(|name| partition_of(name, 2) == partition)
-                .unwrap_or_default()
-        })
-        .collect();
+    let emitters = one_key_per_partition("bench-emitter", 2);
     let hearers: Vec<String> = (0..listeners)
         .map(|index| format!("bench-hearer-{index}"))
         .collect();

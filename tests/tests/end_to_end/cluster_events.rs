@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use warden_tests::{partition_of, wait_until, EventStream, WardenProcess, PATIENCE};
+use warden_tests::{one_key_per_partition, wait_until, EventStream, WardenProcess, PATIENCE};
 
 use crate::gateways::unique;
 
@@ -372,14 +372,8 @@ async fn a_killed_node_loses_no_event() {
     // Two partitions, one per node, and an emitter on each (events are keyed by their source).
     let env = [("WARDEN_KAFKA_TOPIC_PARTITIONS", "2")];
     let base = unique("producer").replace('_', "-");
-    let producers: Vec<String> = (0..2)
-        .map(|partition| {
-            (0..)
-                .map(|index| format!("{base}-{index}"))
-                .find(|name| partition_of(name, 2) == partition)
-                .unwrap()
-        })
-        .collect();
+    let producers = one_key_per_partition(&base, 2);
+    assert_eq!(producers.len(), 2);
     let first = start_node_with(&cluster, "node-a", &env);
     let mut second = start_node_with(&cluster, "node-b", &env);
     first.write_plugin("recorder.js", &recorder(&recorder_name));
