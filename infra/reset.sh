@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Stop the local stack (infra/down.sh), then delete its state: infra/.state (Garage data and
-# keys, a private PostgreSQL cluster, logs) and infra/local.env. Tansu uses memory storage, so
-# it keeps nothing on disk. On the machine's own PostgreSQL server only the `warden` database
-# (Warden's state and the plugins' tables) is dropped; the server and its other databases stay.
+# keys, Tansu's SQLite file, a private PostgreSQL cluster, logs) and infra/local.env. On the
+# machine's own PostgreSQL server only the `warden` database (Warden's state and the plugins'
+# tables) is dropped; the server and its other databases stay.
 set -euo pipefail
 
 INFRA_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"

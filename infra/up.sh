@@ -2,7 +2,7 @@
 # Start Warden's local stack on loopback and write infra/local.env.
 #
 #   PostgreSQL  127.0.0.1:5432  (a server that answers, else the Debian cluster, else a private one)
-#   Tansu       127.0.0.1:9092  (Kafka protocol, memory storage)
+#   Tansu       127.0.0.1:9092  (Kafka protocol, memory storage; INFRA_TANSU_STORAGE=sqlite: durable)
 #   Garage      127.0.0.1:3900  (S3 API; RPC 3901, admin 3903)
 #
 # Idempotent: whatever already answers is left alone, so it is safe to run again while the
@@ -24,8 +24,20 @@ PG_DIR="$STATE/postgres"          # private cluster (only when the machine has n
 PG_SOCK="$STATE/postgres-socket"
 PG_LOG="$STATE/postgres.log"
 
-TANSU_INSTALL=(tansu --locked --features dynostore)
+# libsql: the durable SQLite storage engine (INFRA_TANSU_STORAGE=sqlite, and the local_stack test).
+TANSU_FEATURES=dynostore,libsql
+TANSU_INSTALL=(tansu --locked --features "$TANSU_FEATURES")
 TANSU_ADDR=127.0.0.1:9092
+TANSU_DIR="$STATE/tansu"
+# memory (the default: fast, loses everything on a restart) or sqlite (durable, and about 50
+# times slower on the cluster's event bursts; infra/README.md "Kafka that keeps its messages").
+TANSU_STORAGE_KIND="${INFRA_TANSU_STORAGE:-memory}"
+case "$TANSU_STORAGE_KIND" in
+    # Tansu reads a sqlite:// path relative to its working directory: it is started in TANSU_DIR.
+    sqlite) TANSU_STORAGE="sqlite://tansu.db" ;;
+    memory) TANSU_STORAGE="memory://tansu/" ;;
+    *) printf '[infra-up] error: INFRA_TANSU_STORAGE must be memory or sqlite, not %s\n' "$TANSU_STORAGE_KIND" >&2; exit 1 ;;
+esac
 TANSU_LOG="$STATE/tansu.log"
 TANSU_PID="$STATE/tansu.pid"
 
@@ -95,6 +107,28 @@ apt_install() {
     fi
     log "apt-get install -y $*"
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@"
+}
+
+# Whether cargo's install record says the crate was installed with every one of these features.
+installed_with_features() { # crate comma-separated-features
+    local record="${CARGO_HOME:-$HOME/.cargo}/.crates2.json"
+    [[ -f "$record" ]] || return 1
+    python3 - "$record" "$1" "$2" <<'PY'
+import json, sys
+record, crate, wanted = sys.argv[1], sys.argv[2], set(sys.argv[3].split(","))
+installs = json.load(open(record)).get("installs", {})
+ok = any(key.split(" ")[0] == crate and wanted <= set(info.get("features", []))
+         for key, info in installs.items())
+sys.exit(0 if ok else 1)
+PY
+}
+
+# A tansu installed before the SQLite storage was chosen lacks the libsql engine: reinstall it.
+ensure_tansu_features() {
+    if command -v tansu >/dev/null && ! installed_with_features tansu "$TANSU_FEATURES"; then
+        log "tansu: installed without features $TANSU_FEATURES; reinstalling"
+        cargo install --force "${TANSU_INSTALL[@]}"
+    fi
 }
 
 # Install a cargo binary unless it exists; if another process is installing it, wait for that.
@@ -271,12 +305,13 @@ up_tansu() {
     if pid_alive "$TANSU_PID"; then
         log "tansu: pid $(cat "$TANSU_PID") is starting; waiting"
     else
-        log "tansu: starting broker on $TANSU_ADDR (memory storage, log $TANSU_LOG)"
+        mkdir -p "$TANSU_DIR"
+        log "tansu: starting broker on $TANSU_ADDR (storage $TANSU_STORAGE in $TANSU_DIR, log $TANSU_LOG)"
         printf '\n=== %s infra/up.sh starts tansu\n' "$(date -Is)" >>"$TANSU_LOG"
-        setsid nohup tansu broker \
+        (cd "$TANSU_DIR" && exec setsid nohup tansu broker \
             --listener-url "tcp://$TANSU_ADDR" \
             --advertised-listener-url "tcp://$TANSU_ADDR" \
-            --storage-engine memory://tansu/ \
+            --storage-engine "$TANSU_STORAGE") \
             >>"$TANSU_LOG" 2>&1 </dev/null 9>&- &
         echo $! >"$TANSU_PID"
     fi
@@ -461,6 +496,7 @@ main() {
 
     up_postgres
     ensure_cargo_bin tansu "${TANSU_INSTALL[@]}"
+    ensure_tansu_features
     up_tansu
     check_kafka_api
     ensure_cargo_bin garage "${GARAGE_INSTALL[@]}"

@@ -108,11 +108,16 @@ impl Warden {
         if let Some(topic) = &cluster_events {
             broker = broker.with_relay(Box::new(topic.relay()));
         }
+        let every_node_interest = broker.every_node_interest();
         let broker = broker.start();
         // Every node hears every event from now on, for `everyNode` listeners and streams.
         let event_readers = cluster_events
             .iter()
-            .map(|topic| Arc::new(topic.start_every_node_reader(broker.clone())))
+            .map(|topic| {
+                let reader =
+                    topic.start_every_node_reader(broker.clone(), every_node_interest.clone());
+                Arc::new(reader)
+            })
             .collect();
         let directory = PluginDirectory::default();
         let manager = PluginManager::new(config, broker.clone(), directory.clone()).start();

@@ -151,13 +151,18 @@ async fn plugin_nodes(
 #[utoipa::path(post, path = "/plugins", request_body = LoadRequest,
     responses((status = 201, body = PluginInfoDto), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("bearer" = [])))]
-async fn load_plugin(warden: Data<Warden>, body: Bytes) -> ApiResult<HttpResponse> {
+async fn load_plugin(
+    warden: Data<Warden>,
+    membership: Data<actix::Addr<Membership>>,
+    body: Bytes,
+) -> ApiResult<HttpResponse> {
     let request: LoadRequest = optional_object(&body)?
         .ok_or_else(|| ApiError::invalid_request("the body must be {\"path\": …}"))?;
     let info = warden
         .load(request.path, request.overrides.map(Into::into))
         .await?;
-    Ok(HttpResponse::Created().json(PluginInfoDto::from(info)))
+    let plugin = with_cluster_nodes(&membership, PluginInfoDto::from(info)).await;
+    Ok(HttpResponse::Created().json(plugin))
 }
 
 #[utoipa::path(post, path = "/plugins/scan", responses((status = 200, body = ScanResponse)), security(("bearer" = [])))]
@@ -173,12 +178,18 @@ async fn get_plugin(
     name: Path<String>,
 ) -> ApiResult<Json<PluginInfoDto>> {
     let plugin = PluginInfoDto::from(warden.get(name.into_inner()).await?);
-    Ok(Json(
-        match plugin_nodes(&membership, vec![plugin.name.clone()]).await {
-            Some(view) => plugin.with_nodes(&view),
-            None => plugin,
-        },
-    ))
+    Ok(Json(with_cluster_nodes(&membership, plugin).await))
+}
+
+/// One plugin's answer with `nodes` in a cluster (load, reload and get answer alike).
+async fn with_cluster_nodes(
+    membership: &actix::Addr<Membership>,
+    plugin: PluginInfoDto,
+) -> PluginInfoDto {
+    match plugin_nodes(membership, vec![plugin.name.clone()]).await {
+        Some(view) => plugin.with_nodes(&view),
+        None => plugin,
+    }
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -204,6 +215,7 @@ async fn unload_plugin(
     responses((status = 200, body = PluginInfoDto), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)), security(("bearer" = [])))]
 async fn reload_plugin(
     warden: Data<Warden>,
+    membership: Data<actix::Addr<Membership>>,
     name: Path<String>,
     body: Bytes,
 ) -> ApiResult<Json<PluginInfoDto>> {
@@ -211,7 +223,7 @@ async fn reload_plugin(
     let info = warden
         .reload(name.into_inner(), request.overrides.map(Into::into))
         .await?;
-    Ok(Json(info.into()))
+    Ok(Json(with_cluster_nodes(&membership, info.into()).await))
 }
 
 #[utoipa::path(post, path = "/plugins/{name}/execute", params(("name" = String, Path)), request_body(content = serde_json::Value, description = "the input, any JSON"),

@@ -21,7 +21,7 @@
 //! [`PublishReceived`] (once per plugin, or on every node); Warden's own events stay local.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -180,6 +180,19 @@ struct EventStream {
     sender: mpsc::Sender<Arc<Event>>,
 }
 
+/// Whether anything on this node hears events for every node (an `everyNode` listener or an
+/// event stream): while nothing does, the cluster's every-node reader skips each message
+/// without decoding it, which is most of a node's work for events it does not want.
+#[derive(Clone, Default)]
+pub struct EveryNodeInterest(Arc<AtomicBool>);
+
+impl EveryNodeInterest {
+    /// Whether an event for every node would reach anything here now.
+    pub fn any(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
 /// The event broker actor.
 pub struct EventBroker {
     subscribers: HashMap<SubscriberKey, Subscriber>,
@@ -194,6 +207,7 @@ pub struct EventBroker {
     stall_check_scheduled: bool,
     /// In a cluster: where events emitted on this node go instead of the log.
     relay: Option<Box<dyn EventRelay>>,
+    every_node_interest: EveryNodeInterest,
 }
 
 impl EventBroker {
@@ -210,6 +224,7 @@ impl EventBroker {
             flush_scheduled: false,
             stall_check_scheduled: false,
             relay: None,
+            every_node_interest: EveryNodeInterest::default(),
         }
     }
 
@@ -217,6 +232,24 @@ impl EventBroker {
     pub fn with_relay(mut self, relay: Box<dyn EventRelay>) -> Self {
         self.relay = Some(relay);
         self
+    }
+
+    /// Kept true by the broker while an `everyNode` listener or a stream exists here.
+    pub fn every_node_interest(&self) -> EveryNodeInterest {
+        self.every_node_interest.clone()
+    }
+
+    fn note_every_node_interest(&self) {
+        let listening = self.subscribers.values().any(|subscriber| {
+            subscriber
+                .patterns
+                .iter()
+                .any(|(_, reach, _)| *reach == ListenerReach::EveryNode)
+        });
+        let interested = listening || !self.streams.is_empty();
+        self.every_node_interest
+            .0
+            .store(interested, Ordering::Release);
     }
 
     fn log_end(&self) -> u64 {
@@ -404,6 +437,9 @@ impl EventBroker {
                     Err(mpsc::error::TrySendError::Closed(_)) => false,
                 }
             });
+            if self.streams.is_empty() {
+                self.note_every_node_interest();
+            }
         }
         let wanted = self
             .subscribers
@@ -493,6 +529,7 @@ impl Handler<Subscribe> for EventBroker {
                 .patterns
                 .push((message.pattern, message.reach, 1)),
         }
+        self.note_every_node_interest();
     }
 }
 
@@ -518,6 +555,7 @@ impl Handler<Unsubscribe> for EventBroker {
             self.subscribers.remove(&message.subscriber);
             self.trim_log();
         }
+        self.note_every_node_interest();
     }
 }
 
@@ -527,6 +565,7 @@ impl Handler<RemoveSubscriber> for EventBroker {
     fn handle(&mut self, message: RemoveSubscriber, _: &mut Self::Context) {
         self.subscribers.remove(&message.subscriber);
         self.trim_log();
+        self.note_every_node_interest();
     }
 }
 
@@ -538,6 +577,7 @@ impl Handler<OpenEventStream> for EventBroker {
             pattern: message.pattern,
             sender: message.sender,
         });
+        self.note_every_node_interest();
     }
 }
 
@@ -680,5 +720,54 @@ mod tests {
         );
         assert_eq!(*relayed.lock().unwrap(), ["x:plugin", "x:operator"]);
         assert_eq!(backlog.events(), 0, "the emitter is released once relayed");
+    }
+
+    #[actix_rt::test]
+    async fn the_every_node_interest_follows_every_node_listeners_and_streams() {
+        let broker = EventBroker::default();
+        let interest = broker.every_node_interest();
+        let broker = broker.start();
+        let _once = subscribe(&broker, "once", ListenerReach::OncePerPlugin);
+        broker.send(Ping).await.unwrap();
+        assert!(
+            !interest.any(),
+            "a listener once per plugin needs no every-node events"
+        );
+        let _every = subscribe(&broker, "every", ListenerReach::EveryNode);
+        broker.send(Ping).await.unwrap();
+        assert!(interest.any());
+        broker.do_send(RemoveSubscriber {
+            subscriber: SubscriberKey {
+                plugin: "every".into(),
+                generation: 1,
+            },
+        });
+        broker.send(Ping).await.unwrap();
+        assert!(!interest.any());
+        let (sender, stream) = mpsc::channel(10);
+        broker.do_send(OpenEventStream {
+            pattern: EventPattern::parse("x:*").unwrap(),
+            sender,
+        });
+        broker.send(Ping).await.unwrap();
+        assert!(interest.any(), "an open stream shows events for every node");
+        drop(stream);
+        broker.do_send(received("x:after-close", ListenerReach::EveryNode));
+        broker.send(Ping).await.unwrap();
+        assert!(
+            !interest.any(),
+            "a closed stream is let go with its interest"
+        );
+    }
+
+    /// Answers once the broker handled everything sent before it.
+    #[derive(Message)]
+    #[rtype(result = "()")]
+    struct Ping;
+
+    impl Handler<Ping> for EventBroker {
+        type Result = ();
+
+        fn handle(&mut self, _: Ping, _: &mut Self::Context) {}
     }
 }

@@ -34,7 +34,9 @@ use tokio::task::JoinHandle;
 use warden_runtime::events::{validate_event_name, DeliveryReceipt, ListenerReach};
 use warden_runtime::Event;
 
-use crate::broker::{held_bytes, EmitterBacklog, EventBroker, EventRelay, PublishReceived};
+use crate::broker::{
+    held_bytes, EmitterBacklog, EventBroker, EventRelay, EveryNodeInterest, PublishReceived,
+};
 use crate::gateways::kafka::{
     CONSUMER_CLOSE_TIMEOUT, CONSUMER_SESSION_TIMEOUT_MS, RECEIVE_ERROR_BACKOFF,
 };
@@ -130,9 +132,13 @@ impl ClusterEventTopic {
     }
 
     /// Starts reading every partition from its end for `everyNode` listeners and the streams.
-    pub fn start_every_node_reader(&self, broker: Addr<EventBroker>) -> ClusterEventReader {
+    pub fn start_every_node_reader(
+        &self,
+        broker: Addr<EventBroker>,
+        interest: EveryNodeInterest,
+    ) -> ClusterEventReader {
         let topic = self.clone();
-        ClusterEventReader::start(move |stopping| topic.read_every_node(broker, stopping))
+        ClusterEventReader::start(move |stopping| topic.read_every_node(broker, interest, stopping))
     }
 
     /// Starts reading this node's share of the partitions, in the cluster's group, for the
@@ -165,7 +171,12 @@ impl ClusterEventTopic {
         config
     }
 
-    async fn read_every_node(self, broker: Addr<EventBroker>, stopping: Arc<Notify>) {
+    async fn read_every_node(
+        self,
+        broker: Addr<EventBroker>,
+        interest: EveryNodeInterest,
+        stopping: Arc<Notify>,
+    ) {
         // The group id is this node's own and nothing is committed under it; `assign` takes
         // every partition without joining a group.
         let Ok(consumer) = self
@@ -197,6 +208,9 @@ impl ClusterEventTopic {
             let Some(message) = received(message).await else {
                 continue;
             };
+            if !interest.any() {
+                continue;
+            }
             if let Some(event) = event_of(&message, ListenerReach::EveryNode, None) {
                 deliver(&broker, &backlog, event);
             }

@@ -211,6 +211,10 @@ async fn a_change_through_one_node_reaches_every_node_with_its_imports() {
 
     let (status, loaded) = first.admin().load("greeter.js").await;
     assert_eq!(status, 201, "{loaded}");
+    assert_eq!(
+        loaded["nodes"]["node-a"]["state"], "running",
+        "a load's answer carries nodes, its own entry the new state: {loaded}"
+    );
     assert!(
         converges(&second, &name, Some("1.0.0")).await,
         "the other node runs the plugin without having its files"
@@ -246,6 +250,10 @@ async fn a_change_through_one_node_reaches_every_node_with_its_imports() {
         .post(&format!("/plugins/{name}/reload"), None)
         .await;
     assert_eq!(status, 200, "{reloaded}");
+    assert_eq!(
+        reloaded["nodes"]["node-a"]["state"], "running",
+        "{reloaded}"
+    );
     assert!(converges(&second, &name, Some("2.0.0")).await);
     assert_eq!(
         execute_on(&second, &name).await.unwrap()["greeting"],

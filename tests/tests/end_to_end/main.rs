@@ -39,6 +39,9 @@ mod http_routes_attacks;
 /// Load, list, unload (with dependents and cascade), reload, overrides, scan, `--watch` and
 /// shutdown on SIGTERM.
 mod lifecycle;
+/// The local stack itself: its Kafka on SQLite storage keeps topics and messages across a
+/// killed broker.
+mod local_stack;
 /// A plugin's data over time: migrations applied once, in order and in one transaction,
 /// listed and planned; transactions committed, rolled back, and ended by Warden.
 mod plugin_data;

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use actix::Addr;
+use warden_runtime::resources::physical_name;
 
 /// Waits for a condition with a deadline: consumer groups need a few seconds to form.
 const WAIT_DEADLINE: Duration = Duration::from_secs(60);
@@ -55,35 +56,59 @@ async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
     }
 }
 
-/// Waits until the consumer group has `expected` members, as the broker reports them.
-async fn wait_for_group_members(plugin: &str, group: &str, expected: usize) {
-    let producer = Arc::clone(&backend(None).producer);
+/// Partitions of the topics of the tests that read a group's membership.
+const PROBED_PARTITIONS: usize = 2;
+
+/// Waits until the plugin's consumer group holds no consumer of the plugin any more, as the
+/// broker assigns partitions: a probe that joins the group and subscribes to `topic`
+/// (of [`PROBED_PARTITIONS`] partitions) is given them all only while it is the group's one
+/// member. A consumer that still runs keeps its share for good (it heartbeats), so the wait
+/// fails. Membership is read from an assignment because Tansu on SQLite storage cannot
+/// describe groups (it drops the connection on `DescribeGroups`).
+async fn wait_until_the_group_is_left(plugin: &str, group: &str, topic: &str) {
     let group = consumer_group_name(plugin, group).expect("group name");
+    let topic = physical_name(ResourceKind::Topic, plugin, topic).expect("topic name");
+    let probe: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", &group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("session.timeout.ms", "6000")
+        .create()
+        .expect("probe consumer");
+    probe.subscribe(&[&topic]).expect("probe subscribes");
     let deadline = Instant::now() + WAIT_DEADLINE;
     loop {
-        let producer = Arc::clone(&producer);
-        let asked = group.clone();
-        let members = tokio::task::spawn_blocking(move || {
-            let list = producer
-                .client()
-                .fetch_group_list(Some(&asked), Duration::from_secs(5))
-                .expect("group list");
-            list.groups()
-                .iter()
-                .filter(|info| info.name() == asked)
-                .map(|info| info.members().len())
-                .sum::<usize>()
-        })
-        .await
-        .unwrap();
-        if members == expected {
-            return;
+        // Polling is what lets the probe join and take its assignment; what it reads stays
+        // uncommitted.
+        let _ = tokio::time::timeout(Duration::from_millis(100), probe.recv()).await;
+        let assigned = probe.assignment().map(|list| list.count()).unwrap_or(0);
+        if assigned == PROBED_PARTITIONS {
+            break;
         }
         assert!(
             Instant::now() < deadline,
-            "timed out waiting for {expected} members in group {group}; it has {members}"
+            "another member still holds partitions of {topic} in group {group}"
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Closing the probe leaves the group before the test goes on.
+    tokio::task::spawn_blocking(move || drop(probe))
+        .await
+        .expect("probe closed");
+}
+
+/// A backend whose topics have [`PROBED_PARTITIONS`] partitions, for the tests that read a
+/// group's membership; their messages share one key, so one partition keeps their order.
+fn probed_backend() -> KafkaBackend {
+    KafkaBackend::connect(&brokers(), None)
+        .expect("kafka backend")
+        .with_topic_partitions(PROBED_PARTITIONS as u32)
+}
+
+fn keyed(value: &str) -> KafkaOutgoing {
+    KafkaOutgoing {
+        key: Some("one-partition".to_string()),
+        ..plain(value)
     }
 }
 
@@ -556,16 +581,16 @@ async fn undeclared_topics_are_refused_and_nothing_is_sent() {
 #[actix_rt::test]
 async fn a_disconnected_consumer_receives_nothing_more() {
     let plugin = unique_plugin();
-    let gateway = gateway(&plugin, &["events"]);
+    let grants = topic_grants(&plugin, &["events"]);
+    let gateway = KafkaGateway::new(plugin.clone(), grants, probed_backend()).start();
     gateway.send(EnsureTopics).await.unwrap().expect("topics");
     let (first_actor, first) = recorder(None);
     consume(&gateway, "first", "g1", &["events"], &first_actor).await;
-    send(&gateway, "events", vec![plain("before")]).await;
+    send(&gateway, "events", vec![keyed("before")]).await;
     wait_until("the first consumer got a message", || {
         values(&first) == ["before"]
     })
     .await;
-    wait_for_group_members(&plugin, "g1", 1).await;
 
     gateway
         .send(DisconnectConsumer {
@@ -574,7 +599,7 @@ async fn a_disconnected_consumer_receives_nothing_more() {
         .await
         .unwrap()
         .expect("disconnected");
-    wait_for_group_members(&plugin, "g1", 0).await;
+    wait_until_the_group_is_left(&plugin, "g1", "events").await;
     gateway
         .send(DisconnectConsumer {
             consumer_id: "first".to_string(),
@@ -582,7 +607,7 @@ async fn a_disconnected_consumer_receives_nothing_more() {
         .await
         .unwrap()
         .expect("disconnecting an unknown consumer is fine");
-    send(&gateway, "events", vec![plain("after")]).await;
+    send(&gateway, "events", vec![keyed("after")]).await;
 
     // A consumer in another group reads the topic from the start; once it has seen the
     // later message, the disconnected one would have too, had it still been running.
@@ -607,8 +632,6 @@ async fn failed_handlers_still_commit_and_replaced_consumers_stop() {
         values(&replaced) == ["early"]
     })
     .await;
-    // (The broker lists a group once it has committed offsets.)
-    wait_for_group_members(&plugin, "g1", 1).await;
     // The same id again replaces the first consumer, which leaves the group and delivers
     // nothing more.
     let (failing_actor, failing) = recorder(Some("poison"));
@@ -618,7 +641,8 @@ async fn failed_handlers_still_commit_and_replaced_consumers_stop() {
         values(&failing) == ["fine", "poison"]
     })
     .await;
-    wait_for_group_members(&plugin, "g1", 1).await;
+    // Had the first consumer stayed in the group, it would hold the one partition or
+    // share it: the new one got both messages, so the first one got nothing more.
     assert_eq!(values(&replaced), ["early"]);
     gateway
         .send(DisconnectAllConsumers)
@@ -641,7 +665,7 @@ async fn failed_handlers_still_commit_and_replaced_consumers_stop() {
 async fn a_stopped_gateway_leaves_no_consumer_behind() {
     let plugin = unique_plugin();
     let grants = topic_grants(&plugin, &["events"]);
-    let first_gateway = KafkaGateway::new(plugin.clone(), grants.clone(), backend(None)).start();
+    let first_gateway = KafkaGateway::new(plugin.clone(), grants.clone(), probed_backend()).start();
     first_gateway
         .send(EnsureTopics)
         .await
@@ -649,19 +673,18 @@ async fn a_stopped_gateway_leaves_no_consumer_behind() {
         .expect("topics");
     let (first_actor, first) = recorder(None);
     consume(&first_gateway, "reader", "g1", &["events"], &first_actor).await;
-    send(&first_gateway, "events", vec![plain("before")]).await;
+    send(&first_gateway, "events", vec![keyed("before")]).await;
     wait_until("the consumer got a message", || {
         values(&first) == ["before"]
     })
     .await;
-    wait_for_group_members(&plugin, "g1", 1).await;
 
     // The plugin drops its gateway, which stops once its mailbox is empty; its consumer
     // leaves the group.
     drop(first_gateway);
-    wait_for_group_members(&plugin, "g1", 0).await;
-    let second_gateway = KafkaGateway::new(plugin, grants, backend(None)).start();
-    send(&second_gateway, "events", vec![plain("after")]).await;
+    wait_until_the_group_is_left(&plugin, "g1", "events").await;
+    let second_gateway = KafkaGateway::new(plugin, grants, probed_backend()).start();
+    send(&second_gateway, "events", vec![keyed("after")]).await;
     let (second_actor, second) = recorder(None);
     consume(&second_gateway, "other", "g2", &["events"], &second_actor).await;
     wait_until("the other group got both messages", || {
