@@ -29,7 +29,7 @@ TANSU_FEATURES=dynostore,libsql
 TANSU_INSTALL=(tansu --locked --features "$TANSU_FEATURES")
 TANSU_ADDR=127.0.0.1:9092
 TANSU_DIR="$STATE/tansu"
-# memory (the default: fast, loses everything on a restart) or sqlite (durable, and about 50
+# memory (the default: fast, loses everything on a restart) or sqlite (durable, and about 70
 # times slower on the cluster's event bursts; infra/README.md "Kafka that keeps its messages").
 TANSU_STORAGE_KIND="${INFRA_TANSU_STORAGE:-memory}"
 case "$TANSU_STORAGE_KIND" in

@@ -239,7 +239,12 @@ impl EventBroker {
         self.every_node_interest.clone()
     }
 
+    /// Recomputes the flag after something that may have ended the interest was removed;
+    /// a flag already false cannot become true by a removal.
     fn note_every_node_interest(&self) {
+        if !self.every_node_interest.any() {
+            return;
+        }
         let listening = self.subscribers.values().any(|subscriber| {
             subscriber
                 .patterns
@@ -529,7 +534,10 @@ impl Handler<Subscribe> for EventBroker {
                 .patterns
                 .push((message.pattern, message.reach, 1)),
         }
-        self.note_every_node_interest();
+        // Only an `everyNode` listener starts the interest; nothing else is scanned for it.
+        if message.reach == ListenerReach::EveryNode {
+            self.every_node_interest.0.store(true, Ordering::Release);
+        }
     }
 }
 
@@ -577,7 +585,7 @@ impl Handler<OpenEventStream> for EventBroker {
             pattern: message.pattern,
             sender: message.sender,
         });
-        self.note_every_node_interest();
+        self.every_node_interest.0.store(true, Ordering::Release);
     }
 }
 
