@@ -162,7 +162,11 @@ impl Dependencies for DirectoryDependencies {
         if let Err(error) = self.check_declared(dependency) {
             return futures::future::ready(Err(error)).boxed_local();
         }
-        let Some(entry) = self.directory.get(dependency) else {
+        // Only the address: a call need not copy the dependency's whole description.
+        let Some(address) = self
+            .directory
+            .read_entry(dependency, |entry| entry.address.clone())
+        else {
             let error = Error::DependencyNotFound {
                 plugin: self.liveness.plugin.clone(),
                 dependency: dependency.to_string(),
@@ -171,7 +175,7 @@ impl Dependencies for DirectoryDependencies {
         };
         let dependency = dependency.to_string();
         // `send` queues the message now, so calls reach the dependency in the order they were made.
-        let request = entry.address.send(CallPlugin { target, arguments });
+        let request = address.send(CallPlugin { target, arguments });
         async move {
             match request.await {
                 Ok(result) => result,

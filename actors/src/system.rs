@@ -299,18 +299,39 @@ impl Warden {
 
     /// Calls a plugin's `execute(input)` through its actor.
     pub async fn execute(&self, name: &str, input: Value) -> Result<Value> {
-        let entry = self
-            .directory
-            .get(name)
-            .ok_or_else(|| Error::PluginNotFound {
-                name: name.to_string(),
-            })?;
-        if !entry.description.executable {
+        // Only what the call needs: copying the whole description would cost every call.
+        let entry = self.directory.read_entry(name, |entry| {
+            (entry.address.clone(), entry.description.executable)
+        });
+        let Some((address, executable)) = entry else {
+            return Err(self.not_running(name).await);
+        };
+        if !executable {
             return Err(Error::Plugin(warden_runtime::Error::NotExecutable {
                 plugin: name.to_string(),
             }));
         }
-        call_plugin(&entry.address, name, CallTarget::Execute, vec![input]).await
+        call_plugin(&address, name, CallTarget::Execute, vec![input]).await
+    }
+
+    /// Why a call to `name` finds no running plugin: a plugin this node lists (a cluster's
+    /// plugin that failed to come up here) is unavailable, any other is not found.
+    async fn not_running(&self, name: &str) -> Error {
+        let listed = self
+            .manager
+            .send(GetPlugin {
+                name: name.to_string(),
+            })
+            .await;
+        match listed {
+            Ok(Ok(info)) => Error::Plugin(warden_runtime::Error::Unavailable {
+                plugin: name.to_string(),
+                state: info.state.as_str().to_string(),
+            }),
+            _ => Error::PluginNotFound {
+                name: name.to_string(),
+            },
+        }
     }
 
     /// The routes of a loaded plugin and the door to call them, for the public listener; `None`

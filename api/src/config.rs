@@ -491,6 +491,8 @@ mod tests {
     #[test]
     fn a_cluster_needs_a_valid_name_the_database_and_kafka() {
         figment::Jail::expect_with(|jail| {
+            // The shell may have the local stack's settings exported (infra/local.env).
+            jail.clear_env();
             jail.set_env("WARDEN_ADMIN_TOKEN", "secret");
             let load = |args: &ServeArgs| Settings::load(args).map_err(|error| error.to_string());
             assert_eq!(

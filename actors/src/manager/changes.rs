@@ -250,6 +250,7 @@ impl Core {
         );
         update_state_gauges(&registry.plugins);
         registry.cluster_failures.remove(&name);
+        registry.failed_here.remove(&name);
         registry.failed_reloads.remove(&name);
         registry.report_state(&name, None);
         let version = manifest.version.to_string();
@@ -334,6 +335,13 @@ impl Core {
     }
 
     pub(super) async fn unload(&self, name: String, cascade: bool) -> Result<()> {
+        let failed_here = {
+            let registry = self.registry.borrow();
+            !registry.plugins.contains_key(&name) && registry.failed_here.contains_key(&name)
+        };
+        if failed_here {
+            return self.unload_failed_here(name, cascade).await;
+        }
         let dependents = {
             let registry = self.registry.borrow();
             if !registry.plugins.contains_key(&name) {
@@ -361,7 +369,12 @@ impl Core {
         name: String,
         overrides: Option<ResourceOverrides>,
     ) -> Result<PluginInfo> {
-        self.reload_from(name, None, overrides).await
+        match self.failed_here_file(&name) {
+            // Nothing runs here to replace: this node's file is loaded and becomes the
+            // cluster's source, as a reload's file does.
+            Some(file) => self.load(PluginSource::File(file), overrides).await,
+            None => self.reload_from(name, None, overrides).await,
+        }
     }
 
     /// Replaces a loaded plugin by a new instance of `source` (`None`: its own file, read

@@ -1,18 +1,22 @@
 //! Applying the cluster's desired state on this node, as the cluster follower hands it over:
 //! unload what is no longer recorded (dependents first), then load what is missing and reload
 //! what runs another source or other overrides, in the recorded load order. Nothing of this is
-//! recorded again: it comes from the record.
+//! recorded again: it comes from the record. A recorded plugin that fails to come up here stays
+//! listed by this node as `failed`, and an unload or reload through this node works on it.
 
 use std::collections::BTreeSet;
 
 use actix::{AtomicResponse, Handler, WrapFuture};
-use warden_runtime::resources::ResourceOverrides;
+use warden_runtime::resources::{ResourceGrants, ResourceOverrides};
 
 use super::changes::Core;
-use super::messages::PluginSource;
+use super::messages::{PluginInfo, PluginSource};
+use super::persistence::Record;
+use super::registry::Prepared;
 use super::PluginManager;
 use crate::cluster::{ApplyDesiredState, DesiredState, RecordedPlugin};
-use crate::Error;
+use crate::plugin_actor::PluginState;
+use crate::{Error, Result};
 
 impl Handler<ApplyDesiredState> for PluginManager {
     // A change like any other: it holds the mailbox until it is done.
@@ -170,8 +174,123 @@ impl Core {
                     }
                 }
             }
-            None => self.load(source, None).await.map(|_| true),
+            None => self.load_recorded(plugin, source).await.map(|_| true),
         }
+    }
+
+    /// Loads a recorded plugin that does not run here. One whose instance was described but
+    /// did not come up (its `initialize` threw here, a backend it needs is not configured
+    /// here) stays listed by this node as `failed`, with what its instance said of itself.
+    async fn load_recorded(
+        &self,
+        plugin: &RecordedPlugin,
+        source: PluginSource,
+    ) -> Result<PluginInfo, Error> {
+        self.registry.borrow_mut().failed_here.remove(&plugin.name);
+        let prepared = self.prepare(&source).await?;
+        let failed_info = self.failed_here_info(&prepared);
+        self.admit(prepared, None).await.inspect_err(|_| {
+            self.registry
+                .borrow_mut()
+                .failed_here
+                .insert(plugin.name.clone(), failed_info);
+        })
+    }
+
+    /// How this node lists a described instance that failed to come up here.
+    fn failed_here_info(&self, prepared: &Prepared) -> PluginInfo {
+        let registry = self.registry.borrow();
+        let manifest = &prepared.description.manifest;
+        let overrides = registry
+            .overrides
+            .get(&manifest.name)
+            .filter(|overrides| **overrides != ResourceOverrides::default())
+            .cloned();
+        // What it would hold, as far as it resolves: its declared names when its overrides do
+        // not (the error in `nodes` says why it failed).
+        let grants = ResourceGrants::resolve(
+            &manifest.name,
+            &manifest.allowed_tables,
+            &manifest.allowed_topics,
+            &manifest.allowed_buckets,
+            overrides.as_ref(),
+        )
+        .unwrap_or_default();
+        PluginInfo {
+            description: prepared.description.clone(),
+            kind: prepared.factory.kind(),
+            source: prepared.source.clone(),
+            state: PluginState::Failed,
+            dependents: Vec::new(),
+            restarts: 0,
+            grants,
+            overrides,
+            database_role: registry
+                .config
+                .backends
+                .database
+                .as_ref()
+                .and_then(|database| database.role_of(&manifest.name)),
+            sha256: prepared.factory.source_sha256(),
+        }
+    }
+
+    /// The file of a recorded plugin that failed to come up here, which a reload through this
+    /// node loads (there is no running version to replace).
+    pub(super) fn failed_here_file(&self, name: &str) -> Option<String> {
+        let registry = self.registry.borrow();
+        registry
+            .failed_here
+            .get(name)
+            .filter(|_| !registry.plugins.contains_key(name))
+            .and_then(|info| info.source.clone())
+    }
+
+    /// Unloads, through this node, a recorded plugin that failed to come up here: recorded as
+    /// unloaded (the nodes that run it stop it), with the same refusal as a loaded plugin's
+    /// when others recorded here depend on it.
+    pub(super) async fn unload_failed_here(&self, name: String, cascade: bool) -> Result<()> {
+        // Whatever depends on it failed here too (its dependency does not run here), so its
+        // dependents are all among the failed ones: gathered with theirs, in unload order.
+        let mut unloaded = vec![name.clone()];
+        {
+            let registry = self.registry.borrow();
+            let mut next = 0;
+            while let Some(current) = unloaded.get(next).cloned() {
+                for info in registry.failed_here.values() {
+                    let dependent = &info.description.manifest.name;
+                    let depends = info
+                        .description
+                        .manifest
+                        .dependencies
+                        .iter()
+                        .any(|dependency| dependency.name == current);
+                    if depends && !unloaded.contains(dependent) {
+                        unloaded.push(dependent.clone());
+                    }
+                }
+                next += 1;
+            }
+        }
+        unloaded.reverse();
+        let dependents: Vec<String> = unloaded[..unloaded.len() - 1].to_vec();
+        if !dependents.is_empty() && !cascade {
+            return Err(Error::HasDependents { name, dependents });
+        }
+        self.ensure_recordable().await?;
+        let records: Vec<Record<'_>> = unloaded
+            .iter()
+            .map(|name| Record::Unloaded { name })
+            .collect();
+        self.persist(&records).await;
+        let mut registry = self.registry.borrow_mut();
+        for name in &unloaded {
+            registry.failed_here.remove(name);
+            registry.cluster_failures.remove(name);
+            registry.failed_reloads.remove(name);
+            registry.report_state(name, None);
+        }
+        Ok(())
     }
 
     /// Reports `failed` on this node for `PluginInfo.nodes`, and that the plugins that failed
@@ -180,6 +299,7 @@ impl Core {
         let mut registry = self.registry.borrow_mut();
         let now: BTreeSet<String> = failed.iter().map(|(name, _)| name.clone()).collect();
         registry.failed_reloads.retain(|name, _| now.contains(name));
+        registry.failed_here.retain(|name, _| now.contains(name));
         let before = std::mem::replace(&mut registry.cluster_failures, now.clone());
         for name in before.difference(&now) {
             registry.report_state(name, None);

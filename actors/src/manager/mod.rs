@@ -81,6 +81,7 @@ impl PluginManager {
                 next_actor_id: 1,
                 cluster_generation: 0,
                 cluster_failures: BTreeSet::new(),
+                failed_here: BTreeMap::new(),
                 failed_reloads: BTreeMap::new(),
                 cluster_recorded: BTreeSet::new(),
             })),
@@ -231,12 +232,7 @@ impl Handler<ListPlugins> for PluginManager {
     type Result = Vec<PluginInfo>;
 
     fn handle(&mut self, _: ListPlugins, _: &mut Self::Context) -> Self::Result {
-        let registry = self.registry.borrow();
-        registry
-            .plugins
-            .keys()
-            .filter_map(|name| registry.info(name).ok())
-            .collect()
+        self.registry.borrow().listed()
     }
 }
 
@@ -244,7 +240,7 @@ impl Handler<GetPlugin> for PluginManager {
     type Result = Result<PluginInfo>;
 
     fn handle(&mut self, message: GetPlugin, _: &mut Self::Context) -> Self::Result {
-        self.registry.borrow().info(&message.name)
+        self.registry.borrow().listed_info(&message.name)
     }
 }
 

@@ -65,6 +65,10 @@ pub(super) struct Registry {
     pub(super) cluster_generation: i64,
     /// In a cluster, the recorded plugins this node could not bring up (reported `failed`).
     pub(super) cluster_failures: BTreeSet<String>,
+    /// Of those, the ones whose instance was described before it failed to come up: listed by
+    /// this node as `failed` (`PluginInfo.state` is the answering node's), and unloaded or
+    /// reloaded through it like a loaded plugin.
+    pub(super) failed_here: BTreeMap<String, PluginInfo>,
     /// In a cluster, reloads that failed here, by plugin: the recorded digest and the error,
     /// so the same source is not tried again (each try stops the version that runs).
     pub(super) failed_reloads: BTreeMap<String, (String, Error)>,
@@ -74,6 +78,25 @@ pub(super) struct Registry {
 }
 
 impl Registry {
+    /// A plugin as this node lists it: loaded, or recorded by the cluster and failed here.
+    pub(super) fn listed_info(&self, name: &str) -> Result<PluginInfo> {
+        self.info(name)
+            .or_else(|error| self.failed_here.get(name).cloned().ok_or(error))
+    }
+
+    /// Every plugin this node lists, sorted by name.
+    pub(super) fn listed(&self) -> Vec<PluginInfo> {
+        let failed_here = self
+            .failed_here
+            .keys()
+            .filter(|name| !self.plugins.contains_key(*name));
+        let names: BTreeSet<&String> = self.plugins.keys().chain(failed_here).collect();
+        names
+            .into_iter()
+            .filter_map(|name| self.listed_info(name).ok())
+            .collect()
+    }
+
     pub(super) fn info(&self, name: &str) -> Result<PluginInfo> {
         let plugin = self
             .plugins

@@ -1,12 +1,44 @@
 //! What the actors crate's integration tests share: where the local stack is, and names no
 //! other test uses.
 //!
-//! The stack is found as the end-to-end tests find it: `WARDEN_TEST_DATABASE_URL` when set,
-//! otherwise the machine's PostgreSQL on 127.0.0.1:5432 (trust auth, database `test`), which the
-//! superuser tests here need (they create databases of their own).
+//! The stack is found as the end-to-end tests find it: a `WARDEN_TEST_*` variable when set,
+//! otherwise what `infra/up.sh` wrote to `infra/local.env`, otherwise the local stack's
+//! defaults. PostgreSQL defaults to the machine's server on 127.0.0.1:5432 (trust auth, database
+//! `test`), which the superuser tests here need (they create databases of their own).
 
+// Each test binary uses its own part of this module.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::SystemTime;
+
+/// `KEY=VALUE` lines of infra/local.env, when the file exists.
+pub fn local_env() -> HashMap<String, String> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../infra/local.env");
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return HashMap::new();
+    };
+    text.lines()
+        .map(str::trim)
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| line.strip_prefix("export ").unwrap_or(line).split_once('='))
+        .map(|(key, value)| {
+            let value = value.trim().trim_matches('"').trim_matches('\'');
+            (key.trim().to_string(), value.to_string())
+        })
+        .collect()
+}
+
+/// The Kafka brokers of the local stack: `WARDEN_TEST_KAFKA_BROKERS`, else
+/// `WARDEN_KAFKA_BROKERS` of infra/local.env, else Tansu's default address.
+pub fn kafka_brokers() -> String {
+    std::env::var("WARDEN_TEST_KAFKA_BROKERS")
+        .ok()
+        .or_else(|| local_env().remove("WARDEN_KAFKA_BROKERS"))
+        .filter(|brokers| !brokers.is_empty())
+        .unwrap_or_else(|| "127.0.0.1:9092".to_string())
+}
 
 const DEFAULT_TEST_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 

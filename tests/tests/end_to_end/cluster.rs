@@ -466,9 +466,75 @@ export default {{
         first.admin().execute(&name, json!(null)).await,
         (200, json!({ "result": 200000 }))
     );
+    // The node that could not start it lists it as failed, with what it knows of it, and
+    // a call there is refused as for any failed plugin.
+    let (status, here) = second.admin().get(&format!("/plugins/{name}")).await;
+    assert_eq!(status, 200, "{here}");
+    assert_eq!(here["state"], "failed", "{here}");
+    assert_eq!(here["version"], "1.0.0", "{here}");
+    assert_eq!(here["source"], "hungry.js", "{here}");
+    assert_eq!(
+        here["sha256"], info["sha256"],
+        "the recorded source: {here}"
+    );
+    assert_eq!(here["nodes"]["node-b"]["state"], "failed", "{here}");
+    assert_eq!(here["nodes"]["node-a"]["state"], "running", "{here}");
+    let (status, list) = second.admin().get("/plugins").await;
+    assert_eq!(status, 200, "{list}");
+    let listed: Vec<&Value> = list["plugins"]
+        .as_array()
+        .expect("plugins")
+        .iter()
+        .filter(|plugin| plugin["name"] == name)
+        .collect();
+    assert_eq!(listed.len(), 1, "{list}");
+    assert_eq!(listed[0]["state"], "failed", "{list}");
+    assert_error(
+        &second.admin().execute(&name, json!(null)).await,
+        503,
+        "plugin_unavailable",
+    );
+    // And the operator can unload it through that node, for the whole cluster.
+    let (status, body) = second.admin().delete(&format!("/plugins/{name}")).await;
+    assert_eq!(status, 204, "{body}");
+    assert!(converges(&first, &name, None).await, "unloaded everywhere");
+    assert_error(
+        &second.admin().get(&format!("/plugins/{name}")).await,
+        404,
+        "plugin_not_found",
+    );
+
+    // Loaded again, it fails there again; a reload through that node loads its own file,
+    // which becomes the cluster's source and runs everywhere.
+    let (status, loaded) = first.admin().load("hungry.js").await;
+    assert_eq!(status, 201, "{loaded}");
+    let failed_again = wait_until(PATIENCE, || async {
+        let (_, here) = second.admin().get(&format!("/plugins/{name}")).await;
+        here["state"] == "failed"
+    })
+    .await;
+    assert!(failed_again, "failed there again");
+    second.write_plugin(
+        "hungry.js",
+        &format!(
+            r#"
+export default {{
+  metadata: {{ name: "{name}", version: "1.1.0" }},
+  async execute() {{ return {{ version: "1.1.0" }}; }},
+}};
+"#
+        ),
+    );
+    let (status, reloaded) = second
+        .admin()
+        .post(&format!("/plugins/{name}/reload"), None)
+        .await;
+    assert_eq!(status, 200, "{reloaded}");
+    assert_eq!(reloaded["state"], "running", "{reloaded}");
+    assert_eq!(reloaded["version"], "1.1.0", "{reloaded}");
     assert!(
-        execute_on(&second, &name).await.is_none(),
-        "not running there"
+        converges(&first, &name, Some("1.1.0")).await,
+        "the reloading node's file runs everywhere"
     );
 }
 

@@ -109,7 +109,7 @@ pub(super) const CONNECTION_FAILURE: &str = "08006";
 /// `TEMPORARY` right the plugin roles do not have, and sequence state is the session's own
 /// `currval` cache. Prepared statements are Warden's cache; SQL `PREPARE` is refused by the
 /// guard, and anything a statement could prepare stays in the plugin's own pool.
-pub(super) const SESSION_RESET: &str =
+pub const SESSION_RESET: &str =
     "RESET ALL; SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *;";
 
 /// The SQLSTATE of a statement cancelled at the plugin's call time limit: `query_canceled`.

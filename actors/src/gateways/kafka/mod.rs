@@ -31,8 +31,6 @@ use warden_runtime::{Error, KafkaOutgoing, KafkaRecord, Result};
 mod consume;
 mod ksql;
 mod produce;
-#[cfg(test)]
-mod tests;
 
 use consume::PluginConsumer;
 
@@ -167,6 +165,11 @@ impl KafkaBackend {
     pub fn with_max_consumers_per_plugin(mut self, limit: usize) -> Self {
         self.max_consumers_per_plugin = limit.max(1);
         self
+    }
+
+    /// How many consumers a plugin may have at once.
+    pub fn max_consumers_per_plugin(&self) -> usize {
+        self.max_consumers_per_plugin
     }
 
     /// The same backend, creating plugins' topics with `partitions` partitions (at least one).
@@ -411,4 +414,16 @@ fn shortened(text: &str, limit: usize) -> &str {
         end -= 1;
     }
     &text[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refused_statements_are_logged_by_their_start() {
+        assert_eq!(shortened("short", 10), "short");
+        assert_eq!(shortened("ééé", 3), "é");
+        assert_eq!(shortened("abc", 0), "");
+    }
 }

@@ -123,3 +123,42 @@ pub(super) fn check_send_size(messages: &[KafkaOutgoing]) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plain(value: &str) -> KafkaOutgoing {
+        KafkaOutgoing {
+            key: None,
+            value: value.to_string(),
+            headers: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn oversized_sends_are_refused_before_anything_is_enqueued() {
+        let many = vec![plain("x"); MAX_MESSAGES_PER_SEND + 1];
+        let refused = check_send_size(&many).unwrap_err();
+        assert_eq!(refused.js_name(), "KafkaError");
+        assert!(
+            refused.to_string().contains("10000-message limit"),
+            "{refused}"
+        );
+        assert_eq!(check_send_size(&many[..MAX_MESSAGES_PER_SEND]), Ok(()));
+
+        // Keys and headers count too.
+        let half = "v".repeat(MAX_BYTES_PER_SEND / 2);
+        let at_limit = vec![plain(&half), plain(&half)];
+        assert_eq!(check_send_size(&at_limit), Ok(()));
+        let mut over = at_limit.clone();
+        over[0].headers.push(("h".to_string(), String::new()));
+        assert!(check_send_size(&over)
+            .unwrap_err()
+            .to_string()
+            .contains("byte limit per call"));
+        let mut over = at_limit;
+        over[1].key = Some("k".to_string());
+        assert!(check_send_size(&over).is_err());
+    }
+}

@@ -4,7 +4,7 @@ use super::*;
 
 /// The path rust-s3 expects for `key`. It strips one leading `/` from the path it is given,
 /// so a `/` is always put in front: a key that itself starts with `/` keeps it.
-pub(super) fn object_path(key: &str) -> String {
+pub fn object_path(key: &str) -> String {
     format!("/{key}")
 }
 

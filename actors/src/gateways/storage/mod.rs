@@ -26,23 +26,25 @@ mod errors;
 mod keys;
 mod operations;
 #[cfg(test)]
-pub(crate) mod tests;
+mod tests;
 
 use errors::*;
+pub use keys::object_path;
 use keys::*;
+pub use operations::list_keys;
 use operations::*;
 
 /// How long [`StorageBackend::check`] waits for the server.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// S3 refuses object keys longer than 1,024 bytes.
-const MAX_KEY_BYTES: usize = 1024;
+pub const MAX_KEY_BYTES: usize = 1024;
 
 /// S3 refuses presigned URLs that live longer than a week.
-const MAX_PRESIGN_SECONDS: u32 = 604_800;
+pub const MAX_PRESIGN_SECONDS: u32 = 604_800;
 
 /// The content type of an upload whose caller gave none, as S3 itself assumes.
-const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
+pub const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
 
 /// Where the S3 server is and how to sign for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,9 +156,8 @@ impl StorageBackend {
         bucket
     }
 
-    /// Creates the bucket `physical` unless it exists and these credentials can use it (also
-    /// for the key tests beside this module).
-    pub(super) async fn ensure_bucket(&self, physical: &str) -> Result<()> {
+    /// Creates the bucket `physical` unless it exists and these credentials can use it.
+    pub async fn ensure_bucket(&self, physical: &str) -> Result<()> {
         let bucket = self.bucket(physical);
         let mut configuration = BucketConfiguration::default();
         configuration.set_region(bucket.region.clone());

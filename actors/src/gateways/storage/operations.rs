@@ -114,7 +114,7 @@ pub(super) async fn perform(
 /// Every key under `prefix` in `bucket` (which the plugin calls `name`), following
 /// continuation tokens; pages are the server's default size (1,000 keys) unless `page_size`
 /// says otherwise.
-pub(super) async fn list_keys(
+pub async fn list_keys(
     bucket: &Bucket,
     name: &str,
     prefix: &str,

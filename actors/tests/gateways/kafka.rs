@@ -1,29 +1,24 @@
 //! Kafka gateway tests against the real Tansu of the local stack.
 
-use super::produce::check_send_size;
-use super::*;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use actix::Addr;
-use warden_runtime::resources::physical_name;
+use actix::{Actor, Addr, Context, Handler};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::producer::Producer;
+use warden_actors::gateways::kafka::*;
+use warden_runtime::resources::{consumer_group_name, physical_name, ResourceGrants, ResourceKind};
+use warden_runtime::{Error, KafkaOutgoing, Result};
+
+use super::support::{kafka_brokers as brokers, unique_name};
 
 /// Waits for a condition with a deadline: consumer groups need a few seconds to form.
 const WAIT_DEADLINE: Duration = Duration::from_secs(60);
 
-static PLUGIN_COUNTER: AtomicUsize = AtomicUsize::new(0);
-
-fn brokers() -> String {
-    std::env::var("WARDEN_TEST_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".to_string())
-}
-
 /// A plugin name no other test (or earlier run against the same broker) uses.
 fn unique_plugin() -> String {
-    format!(
-        "kafka-test-{}-{}",
-        std::process::id(),
-        PLUGIN_COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
+    unique_name("kafka_test")
 }
 
 fn topic_grants(plugin: &str, topics: &[&str]) -> ResourceGrants {
@@ -339,47 +334,14 @@ async fn consumers_beyond_the_plugins_limit_are_refused() {
     assert_eq!(
         backend(None)
             .with_max_consumers_per_plugin(0)
-            .max_consumers_per_plugin,
+            .max_consumers_per_plugin(),
         1
     );
     assert_eq!(
-        backend(None).max_consumers_per_plugin,
+        backend(None).max_consumers_per_plugin(),
         DEFAULT_MAX_CONSUMERS_PER_PLUGIN
     );
     gateway.send(DisconnectAllConsumers).await.unwrap();
-}
-
-#[test]
-fn oversized_sends_are_refused_before_anything_is_enqueued() {
-    let many = vec![plain("x"); MAX_MESSAGES_PER_SEND + 1];
-    let refused = check_send_size(&many).unwrap_err();
-    assert_eq!(refused.js_name(), "KafkaError");
-    assert!(
-        refused.to_string().contains("10000-message limit"),
-        "{refused}"
-    );
-    assert_eq!(check_send_size(&many[..MAX_MESSAGES_PER_SEND]), Ok(()));
-
-    // Keys and headers count too.
-    let half = "v".repeat(MAX_BYTES_PER_SEND / 2);
-    let at_limit = vec![plain(&half), plain(&half)];
-    assert_eq!(check_send_size(&at_limit), Ok(()));
-    let mut over = at_limit.clone();
-    over[0].headers.push(("h".to_string(), String::new()));
-    assert!(check_send_size(&over)
-        .unwrap_err()
-        .to_string()
-        .contains("byte limit per call"));
-    let mut over = at_limit;
-    over[1].key = Some("k".to_string());
-    assert!(check_send_size(&over).is_err());
-}
-
-#[test]
-fn refused_statements_are_logged_by_their_start() {
-    assert_eq!(shortened("short", 10), "short");
-    assert_eq!(shortened("ééé", 3), "é");
-    assert_eq!(shortened("abc", 0), "");
 }
 
 #[actix_rt::test]
@@ -399,7 +361,7 @@ async fn ensure_topics_creates_granted_topics_and_is_idempotent() {
 
     let kafka = backend(None);
     assert!(kafka.check().await, "the broker answers");
-    let producer = Arc::clone(&kafka.producer);
+    let producer = kafka.producer().clone();
     let listed = tokio::task::spawn_blocking(move || {
         let metadata = producer
             .client()
@@ -428,7 +390,7 @@ async fn declared_topics_are_made_with_the_default_partitions() {
     let gateway =
         KafkaGateway::new(plugin.clone(), topic_grants(&plugin, &["spread"]), defaults).start();
     gateway.send(EnsureTopics).await.unwrap().expect("topics");
-    let producer = Arc::clone(&backend(None).producer);
+    let producer = backend(None).producer().clone();
     let topic = format!("{plugin}_spread");
     let partitions = tokio::task::spawn_blocking(move || {
         let metadata = producer
