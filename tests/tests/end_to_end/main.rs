@@ -28,6 +28,7 @@ mod events;
 mod execution;
 /// PostgreSQL, Kafka and S3 gateways on the local stack, overrides, `/ready`, restart durability.
 mod gateways;
+mod gateways_kafka_s3;
 /// `/health`, `/ready`, `/metrics` and `/openapi.json`.
 mod http_extras;
 /// Plugins' HTTP routes on the public listener: matching, requests and responses, Warden's own
@@ -53,3 +54,4 @@ mod red_team;
 /// Limits and supervision: runaway loops, heap exhaustion, restarts, the failed state, failing
 /// `initialize`, throwing listeners.
 mod supervision;
+mod transaction_attacks;

@@ -26,24 +26,26 @@
 //! with no JSON form here (`money`, geometric types, ranges, composites, …) is an
 //! [`Error::InvalidValue`] naming the column and type; cast it in SQL (`::text`).
 
+mod connections;
 mod migrations;
 mod parameters;
 mod roles;
 mod rows;
+mod settings;
 mod statements;
 mod transaction;
 
 pub use migrations::{ApplyMigrations, MigrationRecord, MigrationReport, ReadMigrationRecords};
-pub use roles::DatabaseSettings;
+pub use settings::DatabaseSettings;
 pub use transaction::{AbandonTransactions, BeginTransaction, EndTransaction};
 
+use connections::{
+    ConnectionError, PluginConnectionManager, PluginConnectionPool, IDLE_CONNECTION_LIFETIME,
+};
 #[cfg(test)]
 use parameters::is_numeric_literal;
 use parameters::{bind_parameters, shortened};
-use roles::{
-    ConnectionError, PluginConnectionManager, PluginConnectionPool, PluginDatabaseAccess,
-    PluginPool, IDLE_CONNECTION_LIFETIME,
-};
+use roles::{PluginDatabaseAccess, PluginPool};
 use rows::{raw_size, row_to_json};
 use statements::{
     check_dropped_indexes, connection, run_in_transaction, run_statement, ResultLimits,

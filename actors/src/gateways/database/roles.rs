@@ -7,176 +7,23 @@
 //! read server files or settings, or signal other backends. Each connection's session user is
 //! that role (not a `SET ROLE` away from Warden's user), so no function can switch back.
 //!
-//! All connections of all plugins count against one budget (`WARDEN_DATABASE_POOL_SIZE`): a
-//! connection holds a permit for its whole life, and a plugin that needs one while the budget is
-//! spent first closes idle connections of other plugins.
+//! The connections themselves, and the one budget they share, are in `connections.rs`.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::io::Read as _;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use deadpool::managed::{
-    Manager as ManageConnections, Metrics, Pool as ManagedPool, RecycleError, RecycleResult,
-    WeakPool,
-};
-use deadpool_postgres::{ClientWrapper, Manager, ManagerConfig, RecyclingMethod};
-use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore};
+use deadpool::managed::Pool as ManagedPool;
+use deadpool_postgres::{Manager, ManagerConfig, RecyclingMethod};
+use tokio::sync::{OnceCell, Semaphore};
 use tokio_postgres::NoTls;
 use warden_runtime::access::AccessLevel;
 use warden_runtime::resources::{database_role_name, ResourceGrants, ResourceKind};
 use warden_runtime::{Error, Result};
 
+use super::connections::{PluginAccessShared, PluginConnectionManager, PluginConnectionPool};
+use super::settings::DatabaseSettings;
 use super::{database_error, CONNECTION_FAILURE};
-
-/// How long a plugin's connection may sit idle before it is closed.
-pub(super) const IDLE_CONNECTION_LIFETIME: Duration = Duration::from_secs(10);
-
-/// Database settings beyond the URL (`ADMIN_API.md`, "Least privilege in the database").
-#[derive(Debug, Clone)]
-pub struct DatabaseSettings {
-    /// Warden's own pool, and the budget of all plugins' connections together.
-    pub pool_size: usize,
-    /// Run each plugin's SQL as its own login role (`WARDEN_DATABASE_ROLES`).
-    pub roles: bool,
-    /// Most connections one plugin holds at once (`WARDEN_DATABASE_CONNECTIONS_PER_PLUGIN`).
-    pub connections_per_plugin: usize,
-    /// Most rows one query returns (`WARDEN_DATABASE_MAX_ROWS`).
-    pub max_rows: usize,
-    /// Most bytes one query returns (`WARDEN_DATABASE_MAX_RESULT_BYTES`).
-    pub max_result_bytes: usize,
-    /// The longest a statement may run: the plugin's call time limit.
-    pub statement_timeout: Duration,
-    /// The cluster this node is part of. Every node runs a plugin as the same role, so its
-    /// password must be the same on every node and its connection limit cannot be one node's.
-    pub cluster: Option<String>,
-}
-
-impl DatabaseSettings {
-    /// The documented defaults for a pool of `pool_size` connections: roles on, a quarter of the
-    /// pool per plugin (at least one), 100,000 rows, 64 MiB, and the default call limit of 5 s.
-    pub fn with_pool_size(pool_size: usize) -> Self {
-        DatabaseSettings {
-            pool_size,
-            roles: true,
-            connections_per_plugin: (pool_size / 4).max(1),
-            max_rows: 100_000,
-            max_result_bytes: 64 * 1024 * 1024,
-            statement_timeout: Duration::from_millis(5_000),
-            cluster: None,
-        }
-    }
-
-    /// `CONNECTION LIMIT` of a plugin role: a node's share and one connection for its reset;
-    /// in a cluster none, since PostgreSQL counts the connections of every node, and each
-    /// node's own pool bounds its share.
-    fn role_connection_limit(&self) -> String {
-        match self.cluster {
-            Some(_) => "-1".to_owned(),
-            None => (self.connections_per_plugin + 1).to_string(),
-        }
-    }
-}
-
-/// A plugin connection and the budget permit it holds while it lives.
-pub(super) struct PluginConnection {
-    pub(super) client: ClientWrapper,
-    _permit: OwnedSemaphorePermit,
-}
-
-/// Opens plugin connections within the budget. Their session state is reset after every
-/// statement (see `SESSION_RESET` in the gateway), a closed or broken one is replaced.
-pub(super) struct PluginConnectionManager {
-    connections: Manager,
-    access: Arc<PluginAccessShared>,
-}
-
-impl PluginConnectionManager {
-    /// Forgets every connection's prepared statements, after a statement changed the schema.
-    pub(super) fn clear_statement_caches(&self) {
-        self.connections.statement_caches.clear();
-    }
-}
-
-/// A pool of plugin connections.
-pub(super) type PluginConnectionPool = ManagedPool<PluginConnectionManager>;
-
-/// Why a plugin connection could not be opened.
-#[derive(Debug, thiserror::Error)]
-pub(super) enum ConnectionError {
-    #[error(transparent)]
-    Postgres(#[from] tokio_postgres::Error),
-    #[error("the connection budget is closed")]
-    BudgetClosed,
-}
-
-impl ManageConnections for PluginConnectionManager {
-    type Type = PluginConnection;
-    type Error = ConnectionError;
-
-    async fn create(&self) -> std::result::Result<PluginConnection, ConnectionError> {
-        let permit = match Arc::clone(&self.access.budget).try_acquire_owned() {
-            Ok(permit) => permit,
-            Err(_) => {
-                self.access.close_idle_connections();
-                // Waits for a connection of any plugin to close; the caller's time limit bounds
-                // the wait.
-                Arc::clone(&self.access.budget)
-                    .acquire_owned()
-                    .await
-                    .map_err(|_| ConnectionError::BudgetClosed)?
-            }
-        };
-        let client = self.connections.create().await?;
-        Ok(PluginConnection {
-            client,
-            _permit: permit,
-        })
-    }
-
-    async fn recycle(
-        &self,
-        connection: &mut PluginConnection,
-        metrics: &Metrics,
-    ) -> RecycleResult<ConnectionError> {
-        self.connections
-            .recycle(&mut connection.client, metrics)
-            .await
-            .map_err(|error| match error {
-                RecycleError::Message(message) => RecycleError::Message(message),
-                RecycleError::Backend(error) => RecycleError::Backend(error.into()),
-            })
-    }
-
-    fn detach(&self, connection: &mut PluginConnection) {
-        self.connections.detach(&mut connection.client);
-    }
-}
-
-/// What every plugin's access shares: the budget and the registry of shared-table grants.
-pub(super) struct PluginAccessShared {
-    budget: Arc<Semaphore>,
-    /// Every plugin pool, to close idle connections when the budget is spent.
-    pools: Mutex<Vec<WeakPool<PluginConnectionManager>>>,
-    /// For each shared table (physical name), the level each plugin role mapped to it holds.
-    shared_tables: Mutex<HashMap<String, BTreeMap<String, AccessLevel>>>,
-}
-
-impl PluginAccessShared {
-    fn close_idle_connections(&self) {
-        let mut pools = self
-            .pools
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        pools.retain(|pool| match pool.upgrade() {
-            Some(pool) => {
-                pool.retain(|_, _| false);
-                true
-            }
-            None => false,
-        });
-    }
-}
 
 /// Warden's side of plugin database access: opens role pools and keeps grants in step. Shared
 /// behind one `Arc` by the backend and every gateway, so a statement clones no configuration.

@@ -19,7 +19,7 @@ use tokio_postgres::NoTls;
 use warden_runtime::transactions::TransactionOptions;
 use warden_runtime::{Error, Result};
 
-use super::roles::PluginConnectionManager;
+use super::connections::PluginConnectionManager;
 use super::{connection, database_error, DatabaseGateway};
 
 /// The end of a transaction followed by the session reset (`SESSION_RESET`, as the test
