@@ -2,9 +2,11 @@
 //!
 //! Plugins call their dependencies and the admin API calls `execute` without going through the
 //! manager's mailbox, which may be busy with a long load; so the manager publishes each loaded
-//! plugin's address here. Only the manager writes.
+//! plugin's address here, and, in a cluster, the names of the recorded plugins that failed to
+//! come up on this node (callers are told they are unavailable, not missing). Only the manager
+//! writes.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
 
 use actix::Addr;
@@ -25,6 +27,8 @@ pub struct DirectoryEntry {
 #[derive(Clone)]
 pub struct PluginDirectory {
     entries: Arc<RwLock<HashMap<String, DirectoryEntry>>>,
+    /// In a cluster, the recorded plugins that failed to come up here.
+    failed_here: Arc<RwLock<BTreeSet<String>>>,
     /// Counts changes, so a caller can wait for a plugin's entry to be swapped.
     changes: Arc<tokio::sync::watch::Sender<u64>>,
 }
@@ -33,6 +37,7 @@ impl Default for PluginDirectory {
     fn default() -> Self {
         PluginDirectory {
             entries: Arc::default(),
+            failed_here: Arc::default(),
             changes: Arc::new(tokio::sync::watch::Sender::new(0)),
         }
     }
@@ -62,6 +67,21 @@ impl PluginDirectory {
     pub(crate) fn remove(&self, name: &str) {
         self.write().remove(name);
         self.changes.send_modify(|changes| *changes += 1);
+    }
+
+    /// Whether `name` is a plugin of the cluster that failed to come up on this node.
+    pub fn failed_here(&self, name: &str) -> bool {
+        self.failed_here
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .contains(name)
+    }
+
+    pub(crate) fn set_failed_here(&self, names: BTreeSet<String>) {
+        *self
+            .failed_here
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = names;
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, DirectoryEntry>> {

@@ -27,7 +27,7 @@ use crate::manager::{
     PluginSource, ReloadChangedFiles, ReloadPlugin, RestoreState, ScanPlugins, ScanReport,
     SetOverrides, UnloadAll, UnloadPlugin,
 };
-use crate::plugin_actor::{CallPlugin, PluginActor};
+use crate::plugin_actor::{CallPlugin, PluginActor, PluginState};
 use crate::state_store::StoredState;
 use crate::{Error, Result};
 
@@ -304,7 +304,7 @@ impl Warden {
             (entry.address.clone(), entry.description.executable)
         });
         let Some((address, executable)) = entry else {
-            return Err(self.not_running(name).await);
+            return Err(self.not_running(name));
         };
         if !executable {
             return Err(Error::Plugin(warden_runtime::Error::NotExecutable {
@@ -316,22 +316,22 @@ impl Warden {
 
     /// Why a call to `name` finds no running plugin: a plugin this node lists (a cluster's
     /// plugin that failed to come up here) is unavailable, any other is not found.
-    async fn not_running(&self, name: &str) -> Error {
-        let listed = self
-            .manager
-            .send(GetPlugin {
-                name: name.to_string(),
-            })
-            .await;
-        match listed {
-            Ok(Ok(info)) => Error::Plugin(warden_runtime::Error::Unavailable {
+    fn not_running(&self, name: &str) -> Error {
+        match self.directory.failed_here(name) {
+            true => Error::Plugin(warden_runtime::Error::Unavailable {
                 plugin: name.to_string(),
-                state: info.state.as_str().to_string(),
+                state: PluginState::Failed.as_str().to_string(),
             }),
-            _ => Error::PluginNotFound {
+            false => Error::PluginNotFound {
                 name: name.to_string(),
             },
         }
+    }
+
+    /// Whether `name` is a plugin of the cluster that failed to come up on this node (the public
+    /// listener answers its routes 503, not 404).
+    pub fn failed_here(&self, name: &str) -> bool {
+        self.directory.failed_here(name)
     }
 
     /// The routes of a loaded plugin and the door to call them, for the public listener; `None`

@@ -86,6 +86,10 @@ impl Core {
                 None if registry.plugins.contains_key(name) => {
                     return Err(Error::AlreadyLoaded { name: name.clone() });
                 }
+                // Listed here as failed, it is the cluster's: reloaded, not loaded again.
+                None if self.recording && registry.failed_here.contains_key(name) => {
+                    return Err(Error::AlreadyLoaded { name: name.clone() });
+                }
                 None => {}
             }
             registry
@@ -250,7 +254,9 @@ impl Core {
         );
         update_state_gauges(&registry.plugins);
         registry.cluster_failures.remove(&name);
-        registry.failed_here.remove(&name);
+        if registry.failed_here.remove(&name).is_some() {
+            registry.publish_failed_here();
+        }
         registry.failed_reloads.remove(&name);
         registry.report_state(&name, None);
         let version = manifest.version.to_string();
@@ -342,21 +348,30 @@ impl Core {
         if failed_here {
             return self.unload_failed_here(name, cascade).await;
         }
-        let dependents = {
+        let (dependents, failed_here_dependents) = {
             let registry = self.registry.borrow();
             if !registry.plugins.contains_key(&name) {
                 return Err(Error::PluginNotFound { name });
             }
-            let direct = registry.graph.direct_dependents(&name);
+            let dependents = registry.graph.dependents_in_unload_order(&name);
+            // In a cluster, dependents that failed to come up here run elsewhere: they count.
+            let mut roots = dependents.clone();
+            roots.push(name.clone());
+            let failed_here_dependents = registry.failed_here_dependents(&roots);
+            let mut direct = registry.graph.direct_dependents(&name);
+            direct.extend(failed_here_dependents.iter().cloned());
+            direct.sort();
+            direct.dedup();
             if !direct.is_empty() && !cascade {
                 return Err(Error::HasDependents {
                     name,
                     dependents: direct,
                 });
             }
-            registry.graph.dependents_in_unload_order(&name)
+            (dependents, failed_here_dependents)
         };
         self.ensure_recordable().await?;
+        self.forget_failed_here(&failed_here_dependents).await;
         for dependent in dependents {
             self.stop_plugin(&dependent, true).await;
         }
@@ -370,9 +385,7 @@ impl Core {
         overrides: Option<ResourceOverrides>,
     ) -> Result<PluginInfo> {
         match self.failed_here_file(&name) {
-            // Nothing runs here to replace: this node's file is loaded and becomes the
-            // cluster's source, as a reload's file does.
-            Some(file) => self.load(PluginSource::File(file), overrides).await,
+            Some(file) => self.reload_failed_here(name, file, overrides).await,
             None => self.reload_from(name, None, overrides).await,
         }
     }
@@ -459,8 +472,17 @@ impl Core {
         let mut prepared: Vec<Option<Prepared>> = Vec::new();
         let mut candidates = Vec::new();
         let mut paths = Vec::new();
-        for relative in files {
-            match self.prepare(&PluginSource::File(relative.clone())).await {
+        // Every file's instance is created at once, so the engines start in parallel on all the
+        // plugin arbiters; they are checked and admitted one at a time below, in dependency
+        // order, each all or nothing.
+        let sources: Vec<PluginSource> = files
+            .iter()
+            .map(|relative| PluginSource::File(relative.clone()))
+            .collect();
+        let instances =
+            futures::future::join_all(sources.iter().map(|source| self.prepare(source))).await;
+        for (relative, instance) in files.into_iter().zip(instances) {
+            match instance {
                 Ok(instance) if self.recorded_elsewhere(&instance.description.manifest.name) => {
                     let name = instance.description.manifest.name.clone();
                     instance.actor.do_send(TerminatePlugin);

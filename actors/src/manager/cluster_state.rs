@@ -186,14 +186,15 @@ impl Core {
         plugin: &RecordedPlugin,
         source: PluginSource,
     ) -> Result<PluginInfo, Error> {
-        self.registry.borrow_mut().failed_here.remove(&plugin.name);
+        // A try that fails before its instance is described keeps what the last one knew.
         let prepared = self.prepare(&source).await?;
         let failed_info = self.failed_here_info(&prepared);
         self.admit(prepared, None).await.inspect_err(|_| {
-            self.registry
-                .borrow_mut()
+            let mut registry = self.registry.borrow_mut();
+            registry
                 .failed_here
                 .insert(plugin.name.clone(), failed_info);
+            registry.publish_failed_here();
         })
     }
 
@@ -215,6 +216,15 @@ impl Core {
             &manifest.allowed_buckets,
             overrides.as_ref(),
         )
+        .or_else(|_| {
+            ResourceGrants::resolve(
+                &manifest.name,
+                &manifest.allowed_tables,
+                &manifest.allowed_topics,
+                &manifest.allowed_buckets,
+                None,
+            )
+        })
         .unwrap_or_default();
         PluginInfo {
             description: prepared.description.clone(),
@@ -246,51 +256,61 @@ impl Core {
             .and_then(|info| info.source.clone())
     }
 
+    /// Reloads, through this node, a recorded plugin that failed to come up here: nothing runs
+    /// here to replace, so this node's file is loaded, checked as a reload is (it must declare
+    /// the same plugin), and becomes the cluster's source.
+    pub(super) async fn reload_failed_here(
+        &self,
+        name: String,
+        file: String,
+        overrides: Option<ResourceOverrides>,
+    ) -> Result<PluginInfo> {
+        if let Some(overrides) = &overrides {
+            overrides.validate()?;
+        }
+        self.ensure_recordable().await?;
+        let prepared = self.prepare(&PluginSource::File(file)).await?;
+        let (grants, effective) = self.validate(&prepared, &overrides, Some(&name))?;
+        let gateways = self.start_instance(&prepared, &grants).await?;
+        self.commit(prepared, gateways, grants, effective, overrides)
+            .await
+    }
+
     /// Unloads, through this node, a recorded plugin that failed to come up here: recorded as
     /// unloaded (the nodes that run it stop it), with the same refusal as a loaded plugin's
     /// when others recorded here depend on it.
     pub(super) async fn unload_failed_here(&self, name: String, cascade: bool) -> Result<()> {
-        // Whatever depends on it failed here too (its dependency does not run here), so its
-        // dependents are all among the failed ones: gathered with theirs, in unload order.
-        let mut unloaded = vec![name.clone()];
-        {
-            let registry = self.registry.borrow();
-            let mut next = 0;
-            while let Some(current) = unloaded.get(next).cloned() {
-                for info in registry.failed_here.values() {
-                    let dependent = &info.description.manifest.name;
-                    let depends = info
-                        .description
-                        .manifest
-                        .dependencies
-                        .iter()
-                        .any(|dependency| dependency.name == current);
-                    if depends && !unloaded.contains(dependent) {
-                        unloaded.push(dependent.clone());
-                    }
-                }
-                next += 1;
-            }
-        }
-        unloaded.reverse();
-        let dependents: Vec<String> = unloaded[..unloaded.len() - 1].to_vec();
+        let dependents = self
+            .registry
+            .borrow()
+            .failed_here_dependents(std::slice::from_ref(&name));
         if !dependents.is_empty() && !cascade {
             return Err(Error::HasDependents { name, dependents });
         }
         self.ensure_recordable().await?;
-        let records: Vec<Record<'_>> = unloaded
-            .iter()
-            .map(|name| Record::Unloaded { name })
-            .collect();
+        let mut unloaded = dependents;
+        unloaded.push(name);
+        self.forget_failed_here(&unloaded).await;
+        Ok(())
+    }
+
+    /// Records `names`, plugins that failed to come up here, as unloaded for the cluster, in
+    /// that order, and stops listing them.
+    pub(super) async fn forget_failed_here(&self, names: &[String]) {
+        if names.is_empty() {
+            return;
+        }
+        let records: Vec<Record<'_>> = names.iter().map(|name| Record::Unloaded { name }).collect();
         self.persist(&records).await;
         let mut registry = self.registry.borrow_mut();
-        for name in &unloaded {
+        for name in names {
             registry.failed_here.remove(name);
+            registry.cluster_recorded.remove(name);
             registry.cluster_failures.remove(name);
             registry.failed_reloads.remove(name);
             registry.report_state(name, None);
         }
-        Ok(())
+        registry.publish_failed_here();
     }
 
     /// Reports `failed` on this node for `PluginInfo.nodes`, and that the plugins that failed
@@ -300,6 +320,7 @@ impl Core {
         let now: BTreeSet<String> = failed.iter().map(|(name, _)| name.clone()).collect();
         registry.failed_reloads.retain(|name, _| now.contains(name));
         registry.failed_here.retain(|name, _| now.contains(name));
+        registry.publish_failed_here();
         let before = std::mem::replace(&mut registry.cluster_failures, now.clone());
         for name in before.difference(&now) {
             registry.report_state(name, None);

@@ -97,6 +97,39 @@ impl Registry {
             .collect()
     }
 
+    /// The plugins that failed to come up here and depend on one of `roots`, directly or
+    /// through each other, in unload order (a dependent before what it depends on); `roots`
+    /// not among them.
+    pub(super) fn failed_here_dependents(&self, roots: &[String]) -> Vec<String> {
+        let mut found: Vec<String> = Vec::new();
+        let mut next = 0;
+        let mut pending: Vec<String> = roots.to_vec();
+        while let Some(current) = pending.get(next).cloned() {
+            for info in self.failed_here.values() {
+                let dependent = &info.description.manifest.name;
+                let depends = info
+                    .description
+                    .manifest
+                    .dependencies
+                    .iter()
+                    .any(|dependency| dependency.name == current);
+                if depends && !pending.contains(dependent) {
+                    pending.push(dependent.clone());
+                    found.push(dependent.clone());
+                }
+            }
+            next += 1;
+        }
+        found.reverse();
+        found
+    }
+
+    /// Publishes the names in `failed_here` to the directory, after each change of it.
+    pub(super) fn publish_failed_here(&self) {
+        self.directory
+            .set_failed_here(self.failed_here.keys().cloned().collect());
+    }
+
     pub(super) fn info(&self, name: &str) -> Result<PluginInfo> {
         let plugin = self
             .plugins

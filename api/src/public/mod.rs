@@ -109,6 +109,12 @@ async fn answer(
         return not_found();
     };
     let Some(plugin) = warden.routed_plugin(plugin_name) else {
+        // A plugin of the cluster that failed to come up here runs on other nodes: a client
+        // behind a load balancer is told to try again, not that the path does not exist.
+        if warden.failed_here(plugin_name) {
+            served.plugin = plugin_name.to_owned();
+            return unavailable(plugin_name, RETRY_AFTER_FAILED_S);
+        }
         return not_found();
     };
     served.plugin = plugin.name.clone();

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use warden_tests::proxy::TcpProxy;
 use warden_tests::{
-    assert_error, local_stack_env, wait_until, WardenProcess, ADMIN_TOKEN, PATIENCE,
+    assert_error, local_stack_env, public_request, wait_until, WardenProcess, ADMIN_TOKEN, PATIENCE,
 };
 
 use crate::gateways::unique;
@@ -438,6 +438,7 @@ async fn a_plugin_that_fails_on_one_node_is_failed_there_and_runs_on_the_others(
 let kept;
 export default {{
   metadata: {{ name: "{name}", version: "1.0.0" }},
+  routes: {{ "GET /size": () => ({{ json: kept.length }}) }},
   async initialize() {{ kept = new Array(200000).fill(0).map((_, index) => ({{ index }})); }},
   async execute() {{ return kept.length; }},
 }};
@@ -493,6 +494,53 @@ export default {{
         &second.admin().execute(&name, json!(null)).await,
         503,
         "plugin_unavailable",
+    );
+    let route = public_request(
+        "GET",
+        &second.public_url(&format!("/api/{name}/size")),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(
+        route.status, 503,
+        "its routes are unavailable there, not missing"
+    );
+    assert!(route.header("retry-after").is_some(), "{:?}", route.headers);
+    let served = public_request(
+        "GET",
+        &first.public_url(&format!("/api/{name}/size")),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(served.status, 200, "and served where it runs");
+    // Loading it again through that node is refused as on any other node.
+    second.write_plugin(
+        "hungry.js",
+        &format!(r#"export default {{ metadata: {{ name: "{name}", version: "1.0.0" }} }};"#),
+    );
+    assert_error(
+        &second.admin().load("hungry.js").await,
+        409,
+        "already_loaded",
+    );
+    // A reload through it must find the same plugin in that node's file.
+    second.write_plugin(
+        "hungry.js",
+        r#"export default { metadata: { name: "someone-else", version: "1.0.0" } };"#,
+    );
+    let (status, refused) = second
+        .admin()
+        .post(&format!("/plugins/{name}/reload"), None)
+        .await;
+    assert_eq!(status, 422, "{refused}");
+    let (_, still) = second.admin().get(&format!("/plugins/{name}")).await;
+    assert_eq!(still["state"], "failed", "nothing changed: {still}");
+    assert_error(
+        &first.admin().get("/plugins/someone-else").await,
+        404,
+        "plugin_not_found",
     );
     // And the operator can unload it through that node, for the whole cluster.
     let (status, body) = second.admin().delete(&format!("/plugins/{name}")).await;
