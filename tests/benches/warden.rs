@@ -255,7 +255,55 @@ async fn load_and_unload(count: usize) {
             "≤ 50 µs",
         );
     }
+    // The same files again through a scan (`POST /plugins/scan`), the path the load target
+    // names: the engines start in parallel on the plugin arbiters, admission is in order.
+    let started = Instant::now();
+    let scanned = warden.scan().await.expect("scan");
+    let took = started.elapsed();
+    assert_eq!(scanned.loaded.len(), count, "{:?}", scanned.failed);
+    let scan_ms = took.as_secs_f64() * 1e3 / count as f64;
+    report(
+        &format!("scan (`POST /plugins/scan`) of the same {count} plugins, mean per plugin"),
+        format!("{scan_ms:.3} ms"),
+        "≤ 0.20 ms mean",
+    );
     warden.shutdown().await;
+    node_load_baseline(count, scan_ms);
+}
+
+/// The NestJS system's load path on Node 20 (`load/node_load.mjs`), run beside the scan on the
+/// same machine when `node` is installed.
+fn node_load_baseline(count: usize, scan_ms: f64) {
+    let what = format!(
+        "NestJS-style load on Node 20: `import()` + `initialize` with an EventEmitter, {count} plugins, mean per plugin"
+    );
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/load/node_load.mjs");
+    let output = std::process::Command::new("node")
+        .arg(script)
+        .arg(count.to_string())
+        .output();
+    let answer = match output {
+        Ok(output) if output.status.success() => {
+            serde_json::from_slice::<Value>(&output.stdout).ok()
+        }
+        _ => None,
+    };
+    let Some(node_ms) = answer.as_ref().and_then(|answer| answer["meanMs"].as_f64()) else {
+        report(&what, "skipped: `node` is not installed".into(), "—");
+        return;
+    };
+    report(
+        &what,
+        format!(
+            "{node_ms:.3} ms (p99 {:.3} ms); Warden's scan is {:.2}× faster",
+            answer
+                .as_ref()
+                .and_then(|answer| answer["p99Ms"].as_f64())
+                .unwrap_or_default(),
+            node_ms / scan_ms
+        ),
+        "Warden ≥ 2.75× faster",
+    );
 }
 
 async fn execute_in_process(calls: usize, concurrency: usize) {

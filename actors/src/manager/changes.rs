@@ -4,12 +4,11 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use serde_json::json;
-use warden_runtime::graph::{plan_batch_load, Candidate};
 use warden_runtime::manifest::validate_plugin_name;
 use warden_runtime::resources::{ResourceGrants, ResourceKind, ResourceOverrides};
 
 use super::files::SourceFactory;
-use super::messages::{PluginInfo, PluginSource, ScanReport};
+use super::messages::{PluginInfo, PluginSource};
 use super::persistence::Record;
 use super::registry::{update_state_gauges, LoadedPlugin, Prepared, Registry};
 use crate::directory::DirectoryEntry;
@@ -83,7 +82,9 @@ impl Core {
                 Some(_) => registry
                     .graph
                     .validate_version_change(name, &manifest.version)?,
-                None if registry.plugins.contains_key(name) => {
+                None if registry.plugins.contains_key(name)
+                    || registry.admitting.contains(name) =>
+                {
                     return Err(Error::AlreadyLoaded { name: name.clone() });
                 }
                 // Listed here as failed, it is the cluster's: reloaded, not loaded again.
@@ -459,77 +460,6 @@ impl Core {
             .await
     }
 
-    pub(super) async fn scan(&self) -> Result<ScanReport> {
-        self.ensure_recordable().await?;
-        let mut report = ScanReport::default();
-        let files = match self.unloaded_files() {
-            Ok(files) => files,
-            Err(error) => {
-                report.failed.push((String::new(), error));
-                return Ok(report);
-            }
-        };
-        let mut prepared: Vec<Option<Prepared>> = Vec::new();
-        let mut candidates = Vec::new();
-        let mut paths = Vec::new();
-        // Every file's instance is created at once, so the engines start in parallel on all the
-        // plugin arbiters; they are checked and admitted one at a time below, in dependency
-        // order, each all or nothing.
-        let sources: Vec<PluginSource> = files
-            .iter()
-            .map(|relative| PluginSource::File(relative.clone()))
-            .collect();
-        let instances =
-            futures::future::join_all(sources.iter().map(|source| self.prepare(source))).await;
-        for (relative, instance) in files.into_iter().zip(instances) {
-            match instance {
-                Ok(instance) if self.recorded_elsewhere(&instance.description.manifest.name) => {
-                    let name = instance.description.manifest.name.clone();
-                    instance.actor.do_send(TerminatePlugin);
-                    report.failed.push((
-                        relative,
-                        Error::InvalidRequest {
-                            reason: format!("the cluster records plugin '{name}' already; this node runs the recorded source (reload it to make this file the cluster's source)"),
-                        },
-                    ));
-                }
-                Ok(instance) => {
-                    let manifest = &instance.description.manifest;
-                    candidates.push(Candidate {
-                        index: prepared.len(),
-                        name: manifest.name.clone(),
-                        version: manifest.version.clone(),
-                        dependencies: manifest.dependencies.clone(),
-                    });
-                    prepared.push(Some(instance));
-                    paths.push(relative);
-                }
-                Err(error) => report.failed.push((relative, error)),
-            }
-        }
-        let (order, refused) = {
-            let registry = self.registry.borrow();
-            plan_batch_load(&registry.graph, &candidates)
-        };
-        for (index, error) in refused {
-            if let Some(instance) = prepared[index].take() {
-                instance.actor.do_send(TerminatePlugin);
-            }
-            report.failed.push((paths[index].clone(), error.into()));
-        }
-        for index in order {
-            let Some(instance) = prepared[index].take() else {
-                continue;
-            };
-            let name = instance.description.manifest.name.clone();
-            match self.admit(instance, None).await {
-                Ok(_) => report.loaded.push(name),
-                Err(error) => report.failed.push((paths[index].clone(), error)),
-            }
-        }
-        Ok(report)
-    }
-
     pub(super) async fn set_overrides(
         &self,
         name: String,
@@ -576,13 +506,6 @@ impl Core {
         }
         self.registry.borrow_mut().overrides.remove(&name);
         Ok(())
-    }
-
-    /// Whether the cluster records plugin `name` while it does not run here (it failed here): a
-    /// scan must not replace the recorded source by this node's own file.
-    fn recorded_elsewhere(&self, name: &str) -> bool {
-        let registry = self.registry.borrow();
-        registry.cluster_recorded.contains(name) && !registry.plugins.contains_key(name)
     }
 
     /// What an overrides change reloads: in a cluster the source the plugin runs now (only a

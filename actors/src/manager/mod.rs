@@ -33,6 +33,7 @@ mod messages;
 mod migrations;
 mod persistence;
 mod registry;
+mod scan;
 
 pub use messages::{
     ClearOverrides, GetOverrides, GetPlugin, ListPlugins, LoadPlugin, ManagerConfig, PluginInfo,
@@ -82,6 +83,7 @@ impl PluginManager {
                 cluster_generation: 0,
                 cluster_failures: BTreeSet::new(),
                 failed_here: BTreeMap::new(),
+                admitting: BTreeSet::new(),
                 failed_reloads: BTreeMap::new(),
                 cluster_recorded: BTreeSet::new(),
             })),

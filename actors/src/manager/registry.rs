@@ -69,6 +69,9 @@ pub(super) struct Registry {
     /// this node as `failed` (`PluginInfo.state` is the answering node's), and unloaded or
     /// reloaded through it like a loaded plugin.
     pub(super) failed_here: BTreeMap<String, PluginInfo>,
+    /// During a scan, the plugins of the wave being admitted that passed their checks: taken
+    /// as loaded by the checks of the rest of the wave (names and prefixes).
+    pub(super) admitting: BTreeSet<String>,
     /// In a cluster, reloads that failed here, by plugin: the recorded digest and the error,
     /// so the same source is not tried again (each try stops the version that runs).
     pub(super) failed_reloads: BTreeMap<String, (String, Error)>,
@@ -229,6 +232,7 @@ impl Registry {
         let others = self
             .plugins
             .keys()
+            .chain(self.admitting.iter())
             .chain(self.claimed_prefixes.iter())
             .map(String::as_str);
         let reason = match overlapping_prefix(plugin, others) {
