@@ -275,12 +275,15 @@ impl Core {
     }
 
     /// Validates a prepared instance against the registry, initializes it and commits it.
+    /// Checks, starts and commits a prepared instance; `replacing` names the plugin it must be
+    /// (a reload through a node where that plugin failed to come up).
     pub(super) async fn admit(
         &self,
         prepared: Prepared,
         overrides: Option<ResourceOverrides>,
+        replacing: Option<&str>,
     ) -> Result<PluginInfo> {
-        let (grants, effective) = self.validate(&prepared, &overrides, None)?;
+        let (grants, effective) = self.validate(&prepared, &overrides, replacing)?;
         let gateways = self.start_instance(&prepared, &grants).await?;
         self.commit(prepared, gateways, grants, effective, overrides)
             .await
@@ -291,12 +294,22 @@ impl Core {
         source: PluginSource,
         overrides: Option<ResourceOverrides>,
     ) -> Result<PluginInfo> {
+        self.load_as(source, overrides, None).await
+    }
+
+    /// A load of `source`; with `replacing`, its file must declare that plugin.
+    pub(super) async fn load_as(
+        &self,
+        source: PluginSource,
+        overrides: Option<ResourceOverrides>,
+        replacing: Option<&str>,
+    ) -> Result<PluginInfo> {
         if let Some(overrides) = &overrides {
             overrides.validate()?;
         }
         self.ensure_recordable().await?;
         let prepared = self.prepare(&source).await?;
-        self.admit(prepared, overrides).await
+        self.admit(prepared, overrides, replacing).await
     }
 
     /// Stops one plugin for good: out of the directory, `cleanup()`, dispose, forget. With
@@ -386,7 +399,12 @@ impl Core {
         overrides: Option<ResourceOverrides>,
     ) -> Result<PluginInfo> {
         match self.failed_here_file(&name) {
-            Some(file) => self.reload_failed_here(name, file, overrides).await,
+            // Nothing runs here to replace: this node's file is loaded, checked as a reload's
+            // is (it must declare the same plugin), and becomes the cluster's source.
+            Some(file) => {
+                self.load_as(PluginSource::File(file), overrides, Some(&name))
+                    .await
+            }
             None => self.reload_from(name, None, overrides).await,
         }
     }

@@ -189,7 +189,7 @@ impl Core {
         // A try that fails before its instance is described keeps what the last one knew.
         let prepared = self.prepare(&source).await?;
         let failed_info = self.failed_here_info(&prepared);
-        self.admit(prepared, None).await.inspect_err(|_| {
+        self.admit(prepared, None, None).await.inspect_err(|_| {
             let mut registry = self.registry.borrow_mut();
             registry
                 .failed_here
@@ -254,26 +254,6 @@ impl Core {
             .get(name)
             .filter(|_| !registry.plugins.contains_key(name))
             .and_then(|info| info.source.clone())
-    }
-
-    /// Reloads, through this node, a recorded plugin that failed to come up here: nothing runs
-    /// here to replace, so this node's file is loaded, checked as a reload is (it must declare
-    /// the same plugin), and becomes the cluster's source.
-    pub(super) async fn reload_failed_here(
-        &self,
-        name: String,
-        file: String,
-        overrides: Option<ResourceOverrides>,
-    ) -> Result<PluginInfo> {
-        if let Some(overrides) = &overrides {
-            overrides.validate()?;
-        }
-        self.ensure_recordable().await?;
-        let prepared = self.prepare(&PluginSource::File(file)).await?;
-        let (grants, effective) = self.validate(&prepared, &overrides, Some(&name))?;
-        let gateways = self.start_instance(&prepared, &grants).await?;
-        self.commit(prepared, gateways, grants, effective, overrides)
-            .await
     }
 
     /// Unloads, through this node, a recorded plugin that failed to come up here: recorded as

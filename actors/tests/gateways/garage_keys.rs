@@ -4,7 +4,7 @@ use super::storage::{
     fetch_without_credentials, garage, grants, remove_bucket, request, unique_plugin,
     unreachable_backend, HOW_TO_START,
 };
-use super::support::local_env;
+use super::support::stack_setting;
 use actix::{Actor, Addr};
 use s3::creds::Credentials;
 use std::time::{Duration, Instant};
@@ -18,16 +18,9 @@ use warden_runtime::Error;
 /// The local Garage's admin API: `WARDEN_TEST_S3_ADMIN_URL` and `WARDEN_TEST_S3_ADMIN_TOKEN`,
 /// else `WARDEN_S3_ADMIN_URL` and `WARDEN_S3_ADMIN_TOKEN` of infra/local.env.
 fn admin() -> GarageKeys {
-    let file = local_env();
-    let setting = |test_variable: &str, file_variable: &str| {
-        std::env::var(test_variable)
-            .ok()
-            .or_else(|| file.get(file_variable).cloned())
-            .filter(|value| !value.is_empty())
-    };
     let (Some(url), Some(token)) = (
-        setting("WARDEN_TEST_S3_ADMIN_URL", "WARDEN_S3_ADMIN_URL"),
-        setting("WARDEN_TEST_S3_ADMIN_TOKEN", "WARDEN_S3_ADMIN_TOKEN"),
+        stack_setting("WARDEN_TEST_S3_ADMIN_URL", "WARDEN_S3_ADMIN_URL"),
+        stack_setting("WARDEN_TEST_S3_ADMIN_TOKEN", "WARDEN_S3_ADMIN_TOKEN"),
     ) else {
         panic!(
             "no Garage admin api settings (WARDEN_S3_ADMIN_URL and WARDEN_S3_ADMIN_TOKEN in \

@@ -11,7 +11,7 @@ use warden_actors::gateways::{GarageAdminConfig, GarageKeys};
 use warden_runtime::resources::ResourceGrants;
 use warden_runtime::{Error, Result};
 
-use super::support::local_env;
+use super::support::stack_setting;
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::SystemTime;
@@ -25,24 +25,16 @@ pub const HOW_TO_START: &str =
 /// The test server's settings: `WARDEN_TEST_S3_*`, else infra/local.env, else defaults
 /// for the endpoint and region; the keys have no default.
 fn test_config() -> StorageConfig {
-    let file = local_env();
-    let setting = |test_variable: &str, file_variable: &str| {
-        std::env::var(test_variable)
-            .ok()
-            .filter(|value| !value.is_empty())
-            .or_else(|| file.get(file_variable).cloned())
-            .filter(|value| !value.is_empty())
-    };
     let (Some(access_key), Some(secret_key)) = (
-        setting("WARDEN_TEST_S3_ACCESS_KEY", "WARDEN_S3_ACCESS_KEY"),
-        setting("WARDEN_TEST_S3_SECRET_KEY", "WARDEN_S3_SECRET_KEY"),
+        stack_setting("WARDEN_TEST_S3_ACCESS_KEY", "WARDEN_S3_ACCESS_KEY"),
+        stack_setting("WARDEN_TEST_S3_SECRET_KEY", "WARDEN_S3_SECRET_KEY"),
     ) else {
         panic!("no S3 credentials: {HOW_TO_START}");
     };
     StorageConfig {
-        endpoint: setting("WARDEN_TEST_S3_ENDPOINT", "WARDEN_S3_ENDPOINT")
+        endpoint: stack_setting("WARDEN_TEST_S3_ENDPOINT", "WARDEN_S3_ENDPOINT")
             .unwrap_or_else(|| "http://127.0.0.1:3900".into()),
-        region: setting("WARDEN_TEST_S3_REGION", "WARDEN_S3_REGION")
+        region: stack_setting("WARDEN_TEST_S3_REGION", "WARDEN_S3_REGION")
             .unwrap_or_else(|| "garage".into()),
         access_key,
         secret_key,

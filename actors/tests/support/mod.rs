@@ -33,11 +33,18 @@ pub fn local_env() -> HashMap<String, String> {
 /// The Kafka brokers of the local stack: `WARDEN_TEST_KAFKA_BROKERS`, else
 /// `WARDEN_KAFKA_BROKERS` of infra/local.env, else Tansu's default address.
 pub fn kafka_brokers() -> String {
-    std::env::var("WARDEN_TEST_KAFKA_BROKERS")
-        .ok()
-        .or_else(|| local_env().remove("WARDEN_KAFKA_BROKERS"))
-        .filter(|brokers| !brokers.is_empty())
+    stack_setting("WARDEN_TEST_KAFKA_BROKERS", "WARDEN_KAFKA_BROKERS")
         .unwrap_or_else(|| "127.0.0.1:9092".to_string())
+}
+
+/// A setting of the stack: the test variable when set and not empty, else the variable of
+/// infra/local.env when not empty.
+pub fn stack_setting(test_variable: &str, file_variable: &str) -> Option<String> {
+    std::env::var(test_variable)
+        .ok()
+        .filter(|value| !value.is_empty())
+        .or_else(|| local_env().remove(file_variable))
+        .filter(|value| !value.is_empty())
 }
 
 const DEFAULT_TEST_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/test";

@@ -586,6 +586,82 @@ export default {{
     );
 }
 
+#[actix_rt::test]
+async fn a_dependent_that_failed_on_a_node_counts_when_its_dependency_is_unloaded_there() {
+    let cluster = unique("deps").replace('_', "-");
+    let base = unique("base").replace('_', "-");
+    let needy = unique("needy").replace('_', "-");
+    let first = start_node(&cluster, "node-a");
+    // The second node's heap limit is too small for the dependent's `initialize`.
+    let second = WardenProcess::start_with_stack(
+        &[],
+        &[
+            ("WARDEN_NODE_TIMEOUT_S", NODE_TIMEOUT_S),
+            ("WARDEN_PLUGIN_MEMORY_MB", "4"),
+        ],
+        &[
+            "--cluster",
+            &cluster,
+            "--node-id",
+            "node-b",
+            "--no-load-all",
+        ],
+    );
+    first.write_plugin(
+        "base.js",
+        &format!(r#"export default {{ metadata: {{ name: "{base}", version: "1.0.0" }} }};"#),
+    );
+    first.write_plugin(
+        "needy.js",
+        &format!(
+            r#"
+let kept;
+export default {{
+  metadata: {{ name: "{needy}", version: "1.0.0", dependencies: ["{base}"] }},
+  async initialize() {{ kept = new Array(200000).fill(0).map((_, index) => ({{ index }})); }},
+}};
+"#
+        ),
+    );
+    for file in ["base.js", "needy.js"] {
+        let (status, loaded) = first.admin().load(file).await;
+        assert_eq!(status, 201, "{loaded}");
+    }
+    let failed_there = wait_until(PATIENCE, || async {
+        let (_, here) = second.admin().get(&format!("/plugins/{needy}")).await;
+        here["state"] == "failed"
+    })
+    .await;
+    assert!(failed_there, "the dependent failed on the second node");
+    // Its dependency runs there; the dependent that failed there still depends on it, as on
+    // the node where both run.
+    let refused = second.admin().delete(&format!("/plugins/{base}")).await;
+    assert_error(&refused, 409, "has_dependents");
+    assert!(
+        refused.1["error"]["message"]
+            .as_str()
+            .is_some_and(|message| message.contains(&needy)),
+        "{refused:?}"
+    );
+    assert_error(
+        &first.admin().delete(&format!("/plugins/{base}")).await,
+        409,
+        "has_dependents",
+    );
+    let (status, body) = second
+        .admin()
+        .delete(&format!("/plugins/{base}?cascade=true"))
+        .await;
+    assert_eq!(status, 204, "{body}");
+    for name in [&base, &needy] {
+        let gone = wait_until(PATIENCE, || async {
+            first.admin().get(&format!("/plugins/{name}")).await.0 == 404
+        })
+        .await;
+        assert!(gone, "{name} is unloaded everywhere");
+    }
+}
+
 /// A plugin whose consumer in group `workers` records what it received on its node.
 fn worker(name: &str) -> String {
     format!(
