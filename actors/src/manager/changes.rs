@@ -385,7 +385,7 @@ impl Core {
             (dependents, failed_here_dependents)
         };
         self.ensure_recordable().await?;
-        self.forget_failed_here(&failed_here_dependents).await;
+        self.forget_failed_here(&failed_here_dependents).await?;
         for dependent in dependents {
             self.stop_plugin(&dependent, true).await;
         }
@@ -492,6 +492,23 @@ impl Core {
                 .reload_from(name, source, Some(overrides.clone()))
                 .await?;
             return Ok((overrides, Some(info)));
+        }
+        // A plugin of the cluster that failed here: its overrides must resolve against what its
+        // instance declared, as they must on the nodes that run it.
+        let failed_here = self
+            .registry
+            .borrow()
+            .failed_here
+            .get(&name)
+            .map(|info| info.description.manifest.clone());
+        if let Some(manifest) = failed_here {
+            ResourceGrants::resolve(
+                &name,
+                &manifest.allowed_tables,
+                &manifest.allowed_topics,
+                &manifest.allowed_buckets,
+                Some(&overrides),
+            )?;
         }
         self.ensure_recordable().await?;
         self.persist(&[Record::Overrides {

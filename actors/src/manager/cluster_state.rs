@@ -270,18 +270,18 @@ impl Core {
         self.ensure_recordable().await?;
         let mut unloaded = dependents;
         unloaded.push(name);
-        self.forget_failed_here(&unloaded).await;
-        Ok(())
+        self.forget_failed_here(&unloaded).await
     }
 
     /// Records `names`, plugins that failed to come up here, as unloaded for the cluster, in
-    /// that order, and stops listing them.
-    pub(super) async fn forget_failed_here(&self, names: &[String]) {
+    /// that order, and stops listing them. The record is the whole change, so a record that
+    /// fails is `cluster_unavailable` and changes nothing.
+    pub(super) async fn forget_failed_here(&self, names: &[String]) -> Result<()> {
         if names.is_empty() {
-            return;
+            return Ok(());
         }
         let records: Vec<Record<'_>> = names.iter().map(|name| Record::Unloaded { name }).collect();
-        self.persist(&records).await;
+        self.persist_or_refuse(&records).await?;
         let mut registry = self.registry.borrow_mut();
         for name in names {
             registry.failed_here.remove(name);
@@ -291,6 +291,7 @@ impl Core {
             registry.report_state(name, None);
         }
         registry.publish_failed_here();
+        Ok(())
     }
 
     /// Reports `failed` on this node for `PluginInfo.nodes`, and that the plugins that failed

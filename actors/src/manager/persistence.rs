@@ -59,8 +59,20 @@ impl Core {
     /// the node's own state one at a time. Nothing is recorded for changes applied from the
     /// cluster's state.
     pub(super) async fn persist(&self, changes: &[Record<'_>]) {
+        if let Err(error) = self.persist_or_refuse(changes).await {
+            tracing::error!(
+                %error,
+                "a change applied on this node could not be recorded for the cluster; the cluster's state undoes it here at the next full reconcile"
+            );
+        }
+    }
+
+    /// Records `changes` as [`Core::persist`] does, answering `cluster_unavailable` when a
+    /// cluster's record failed: for a change that exists only as that record (an unload through
+    /// a node where the plugin does not run).
+    pub(super) async fn persist_or_refuse(&self, changes: &[Record<'_>]) -> Result<()> {
         if !self.recording {
-            return;
+            return Ok(());
         }
         if let Some(cluster) = self.cluster_store() {
             let desired: Vec<DesiredChange> = changes
@@ -86,22 +98,21 @@ impl Core {
                 })
                 .collect();
             if desired.is_empty() {
-                return;
+                return Ok(());
             }
-            match cluster.record(&desired).await {
-                Ok(generation) => {
-                    let mut registry = self.registry.borrow_mut();
-                    registry.cluster_generation = registry.cluster_generation.max(generation);
-                }
-                Err(error) => tracing::error!(
-                    %error,
-                    "a change applied on this node could not be recorded for the cluster; the cluster's state undoes it here at the next full reconcile"
-                ),
-            }
-            return;
+            let generation =
+                cluster
+                    .record(&desired)
+                    .await
+                    .map_err(|error| Error::ClusterUnavailable {
+                        reason: error.to_string(),
+                    })?;
+            let mut registry = self.registry.borrow_mut();
+            registry.cluster_generation = registry.cluster_generation.max(generation);
+            return Ok(());
         }
         let Some(store) = self.store() else {
-            return;
+            return Ok(());
         };
         for change in changes {
             let (name, written) = match change {
@@ -113,10 +124,12 @@ impl Core {
                     (*name, store.save_overrides(name, *overrides).await)
                 }
             };
+            // A single node's record is best effort: the change stands on the node.
             if let Err(error) = written {
                 tracing::warn!(plugin = %name, %error, "could not record a change of the plugin");
             }
         }
+        Ok(())
     }
 
     pub(super) async fn persist_claim(&self, name: &str) {
@@ -149,11 +162,21 @@ impl Core {
             let Ok(root) = registry.config.plugins_dir.canonicalize() else {
                 return;
             };
-            registry
+            // The plugins that run here, and in a cluster those that failed to come up here (a
+            // reload through this node makes its file the cluster's source either way).
+            let running = registry
                 .plugins
                 .iter()
-                .filter(|(_, plugin)| {
-                    plugin.source.as_ref().is_some_and(|source| {
+                .map(|(name, plugin)| (name, plugin.source.as_ref()));
+            let failed_here = registry
+                .failed_here
+                .iter()
+                .filter(|(name, _)| !registry.plugins.contains_key(*name))
+                .map(|(name, info)| (name, info.source.as_ref()));
+            running
+                .chain(failed_here)
+                .filter(|(_, source)| {
+                    source.is_some_and(|source| {
                         let source = root.join(source);
                         paths
                             .iter()

@@ -515,6 +515,21 @@ export default {{
     )
     .await;
     assert_eq!(served.status, 200, "and served where it runs");
+    // Overrides through that node are checked against what the plugin declared, as where it
+    // runs: a table whose physical name would be too long is refused on both, and not recorded.
+    let too_long = json!({ "allowedTables": ["t".repeat(60)] });
+    let path = format!("/plugins/{name}/overrides");
+    assert_error(
+        &second.admin().put(&path, Some(too_long.clone())).await,
+        422,
+        "invalid_name",
+    );
+    assert_error(
+        &first.admin().put(&path, Some(too_long)).await,
+        422,
+        "invalid_name",
+    );
+    assert_eq!(first.admin().get(&path).await, (200, json!({})));
     // Loading it again through that node is refused as on any other node.
     second.write_plugin(
         "hungry.js",
@@ -660,6 +675,63 @@ export default {{
         .await;
         assert!(gone, "{name} is unloaded everywhere");
     }
+}
+
+#[actix_rt::test]
+async fn a_watched_file_on_the_node_where_the_plugin_failed_becomes_the_clusters_source() {
+    let cluster = unique("watch").replace('_', "-");
+    let name = unique("heavy").replace('_', "-");
+    let first = start_node(&cluster, "node-a");
+    let second = WardenProcess::start_with_stack(
+        &[],
+        &[
+            ("WARDEN_NODE_TIMEOUT_S", NODE_TIMEOUT_S),
+            ("WARDEN_PLUGIN_MEMORY_MB", "4"),
+        ],
+        &[
+            "--cluster",
+            &cluster,
+            "--node-id",
+            "node-b",
+            "--no-load-all",
+            "--watch",
+        ],
+    );
+    first.write_plugin(
+        "heavy.js",
+        &format!(
+            r#"
+let kept;
+export default {{
+  metadata: {{ name: "{name}", version: "1.0.0" }},
+  async initialize() {{ kept = new Array(200000).fill(0).map((_, index) => ({{ index }})); }},
+  async execute() {{ return {{ version: "1.0.0" }}; }},
+}};
+"#
+        ),
+    );
+    let (status, loaded) = first.admin().load("heavy.js").await;
+    assert_eq!(status, 201, "{loaded}");
+    let failed_there = wait_until(PATIENCE, || async {
+        let (_, here) = second.admin().get(&format!("/plugins/{name}")).await;
+        here["state"] == "failed"
+    })
+    .await;
+    assert!(failed_there, "failed on the second node");
+    second.write_plugin(
+        "heavy.js",
+        &format!(
+            r#"export default {{ metadata: {{ name: "{name}", version: "1.1.0" }}, async execute() {{ return {{ version: "1.1.0" }}; }} }};"#
+        ),
+    );
+    assert!(
+        converges(&second, &name, Some("1.1.0")).await,
+        "the watched file runs where it changed"
+    );
+    assert!(
+        converges(&first, &name, Some("1.1.0")).await,
+        "and everywhere"
+    );
 }
 
 /// A plugin whose consumer in group `workers` records what it received on its node.
