@@ -411,26 +411,36 @@ async fn a_node_that_loses_the_database_keeps_running_refuses_changes_and_catche
     );
 }
 
-#[actix_rt::test]
-async fn a_plugin_that_fails_on_one_node_is_failed_there_and_runs_on_the_others() {
-    let cluster = unique("fail").replace('_', "-");
-    let name = unique("hungry").replace('_', "-");
-    let first = start_node(&cluster, "node-a");
-    // The second node's heap limit is too small for this plugin's `initialize`.
-    let second = WardenProcess::start_with_stack(
+/// A node of `cluster` whose heap limit (4 MiB) is too small for a plugin whose `initialize`
+/// keeps 200,000 objects: such a plugin fails there and runs on the other nodes.
+fn start_small_heap_node(cluster: &str, node: &str, args: &[&str]) -> WardenProcess {
+    let mut all = vec!["--cluster", cluster, "--node-id", node, "--no-load-all"];
+    all.extend_from_slice(args);
+    WardenProcess::start_with_stack(
         &[],
         &[
             ("WARDEN_NODE_TIMEOUT_S", NODE_TIMEOUT_S),
             ("WARDEN_PLUGIN_MEMORY_MB", "4"),
         ],
-        &[
-            "--cluster",
-            &cluster,
-            "--node-id",
-            "node-b",
-            "--no-load-all",
-        ],
-    );
+        &all,
+    )
+}
+
+/// Waits until `process` lists `name` as failed.
+async fn failed_on(process: &WardenProcess, name: &str) -> bool {
+    wait_until(PATIENCE, || async {
+        let (_, here) = process.admin().get(&format!("/plugins/{name}")).await;
+        here["state"] == "failed"
+    })
+    .await
+}
+
+#[actix_rt::test]
+async fn a_plugin_that_fails_on_one_node_is_failed_there_and_runs_on_the_others() {
+    let cluster = unique("fail").replace('_', "-");
+    let name = unique("hungry").replace('_', "-");
+    let first = start_node(&cluster, "node-a");
+    let second = start_small_heap_node(&cluster, "node-b", &[]);
     first.write_plugin(
         "hungry.js",
         &format!(
@@ -571,11 +581,7 @@ export default {{
     // which becomes the cluster's source and runs everywhere.
     let (status, loaded) = first.admin().load("hungry.js").await;
     assert_eq!(status, 201, "{loaded}");
-    let failed_again = wait_until(PATIENCE, || async {
-        let (_, here) = second.admin().get(&format!("/plugins/{name}")).await;
-        here["state"] == "failed"
-    })
-    .await;
+    let failed_again = failed_on(&second, &name).await;
     assert!(failed_again, "failed there again");
     second.write_plugin(
         "hungry.js",
@@ -607,21 +613,7 @@ async fn a_dependent_that_failed_on_a_node_counts_when_its_dependency_is_unloade
     let base = unique("base").replace('_', "-");
     let needy = unique("needy").replace('_', "-");
     let first = start_node(&cluster, "node-a");
-    // The second node's heap limit is too small for the dependent's `initialize`.
-    let second = WardenProcess::start_with_stack(
-        &[],
-        &[
-            ("WARDEN_NODE_TIMEOUT_S", NODE_TIMEOUT_S),
-            ("WARDEN_PLUGIN_MEMORY_MB", "4"),
-        ],
-        &[
-            "--cluster",
-            &cluster,
-            "--node-id",
-            "node-b",
-            "--no-load-all",
-        ],
-    );
+    let second = start_small_heap_node(&cluster, "node-b", &[]);
     first.write_plugin(
         "base.js",
         &format!(r#"export default {{ metadata: {{ name: "{base}", version: "1.0.0" }} }};"#),
@@ -642,11 +634,7 @@ export default {{
         let (status, loaded) = first.admin().load(file).await;
         assert_eq!(status, 201, "{loaded}");
     }
-    let failed_there = wait_until(PATIENCE, || async {
-        let (_, here) = second.admin().get(&format!("/plugins/{needy}")).await;
-        here["state"] == "failed"
-    })
-    .await;
+    let failed_there = failed_on(&second, &needy).await;
     assert!(failed_there, "the dependent failed on the second node");
     // Its dependency runs there; the dependent that failed there still depends on it, as on
     // the node where both run.
@@ -682,21 +670,7 @@ async fn a_watched_file_on_the_node_where_the_plugin_failed_becomes_the_clusters
     let cluster = unique("watch").replace('_', "-");
     let name = unique("heavy").replace('_', "-");
     let first = start_node(&cluster, "node-a");
-    let second = WardenProcess::start_with_stack(
-        &[],
-        &[
-            ("WARDEN_NODE_TIMEOUT_S", NODE_TIMEOUT_S),
-            ("WARDEN_PLUGIN_MEMORY_MB", "4"),
-        ],
-        &[
-            "--cluster",
-            &cluster,
-            "--node-id",
-            "node-b",
-            "--no-load-all",
-            "--watch",
-        ],
-    );
+    let second = start_small_heap_node(&cluster, "node-b", &["--watch"]);
     first.write_plugin(
         "heavy.js",
         &format!(
@@ -712,11 +686,7 @@ export default {{
     );
     let (status, loaded) = first.admin().load("heavy.js").await;
     assert_eq!(status, 201, "{loaded}");
-    let failed_there = wait_until(PATIENCE, || async {
-        let (_, here) = second.admin().get(&format!("/plugins/{name}")).await;
-        here["state"] == "failed"
-    })
-    .await;
+    let failed_there = failed_on(&second, &name).await;
     assert!(failed_there, "failed on the second node");
     second.write_plugin(
         "heavy.js",
