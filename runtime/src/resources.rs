@@ -7,7 +7,7 @@ use crate::access::{split_entry, AccessLevel, BUCKET_LEVELS, TABLE_LEVELS, TOPIC
 use crate::error::{Error, Result};
 use crate::manifest::{
     validate_bucket_name, validate_consumer_group_name, validate_name_list, validate_plugin_name,
-    validate_table_name, validate_topic_name,
+    validate_table_name, validate_topic_name, PluginManifest,
 };
 
 /// The prefix of a name-map value that sends a name to a shared resource instead of one private
@@ -274,6 +274,20 @@ impl ResourceGrants {
     /// manifest lists are expected to be validated already (`PluginManifest::validate`), but a
     /// bad name in them still fails here rather than producing a bad physical name, because
     /// [`physical_name`] checks its inputs.
+    /// [`ResourceGrants::resolve`] for the plugin `manifest` describes, with its declared lists.
+    pub fn of_manifest(
+        manifest: &PluginManifest,
+        overrides: Option<&ResourceOverrides>,
+    ) -> Result<Self> {
+        Self::resolve(
+            &manifest.name,
+            &manifest.allowed_tables,
+            &manifest.allowed_topics,
+            &manifest.allowed_buckets,
+            overrides,
+        )
+    }
+
     pub fn resolve(
         plugin: &str,
         manifest_tables: &[String],

@@ -106,13 +106,7 @@ impl Core {
                 .clone()
                 .or_else(|| registry.overrides.get(name).cloned())
                 .filter(|overrides| *overrides != ResourceOverrides::default());
-            let grants = ResourceGrants::resolve(
-                name,
-                &manifest.allowed_tables,
-                &manifest.allowed_topics,
-                &manifest.allowed_buckets,
-                effective.as_ref(),
-            )?;
+            let grants = ResourceGrants::of_manifest(manifest, effective.as_ref())?;
             Ok((grants, effective))
         })();
         if validated.is_err() {
@@ -274,7 +268,6 @@ impl Core {
         registry.info(&name)
     }
 
-    /// Validates a prepared instance against the registry, initializes it and commits it.
     /// Checks, starts and commits a prepared instance; `replacing` names the plugin it must be
     /// (a reload through a node where that plugin failed to come up).
     pub(super) async fn admit(
@@ -355,10 +348,7 @@ impl Core {
     }
 
     pub(super) async fn unload(&self, name: String, cascade: bool) -> Result<()> {
-        let failed_here = {
-            let registry = self.registry.borrow();
-            !registry.plugins.contains_key(&name) && registry.failed_here.contains_key(&name)
-        };
+        let failed_here = self.registry.borrow().failed_here.contains_key(&name);
         if failed_here {
             return self.unload_failed_here(name, cascade).await;
         }
@@ -502,13 +492,7 @@ impl Core {
             .get(&name)
             .map(|info| info.description.manifest.clone());
         if let Some(manifest) = failed_here {
-            ResourceGrants::resolve(
-                &name,
-                &manifest.allowed_tables,
-                &manifest.allowed_topics,
-                &manifest.allowed_buckets,
-                Some(&overrides),
-            )?;
+            ResourceGrants::of_manifest(&manifest, Some(&overrides))?;
         }
         self.ensure_recordable().await?;
         self.persist(&[Record::Overrides {

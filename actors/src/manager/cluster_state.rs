@@ -209,23 +209,9 @@ impl Core {
             .cloned();
         // What it would hold, as far as it resolves: its declared names when its overrides do
         // not (the error in `nodes` says why it failed).
-        let grants = ResourceGrants::resolve(
-            &manifest.name,
-            &manifest.allowed_tables,
-            &manifest.allowed_topics,
-            &manifest.allowed_buckets,
-            overrides.as_ref(),
-        )
-        .or_else(|_| {
-            ResourceGrants::resolve(
-                &manifest.name,
-                &manifest.allowed_tables,
-                &manifest.allowed_topics,
-                &manifest.allowed_buckets,
-                None,
-            )
-        })
-        .unwrap_or_default();
+        let grants = ResourceGrants::of_manifest(manifest, overrides.as_ref())
+            .or_else(|_| ResourceGrants::of_manifest(manifest, None))
+            .unwrap_or_default();
         PluginInfo {
             description: prepared.description.clone(),
             kind: prepared.factory.kind(),
@@ -248,11 +234,10 @@ impl Core {
     /// The file of a recorded plugin that failed to come up here, which a reload through this
     /// node loads (there is no running version to replace).
     pub(super) fn failed_here_file(&self, name: &str) -> Option<String> {
-        let registry = self.registry.borrow();
-        registry
+        self.registry
+            .borrow()
             .failed_here
             .get(name)
-            .filter(|_| !registry.plugins.contains_key(name))
             .and_then(|info| info.source.clone())
     }
 

@@ -120,13 +120,7 @@ impl Core {
             if !registry.plugins.contains_key(&name) {
                 registry.check_name_prefix(&name)?;
             }
-            let grants = ResourceGrants::resolve(
-                &name,
-                &manifest.allowed_tables,
-                &manifest.allowed_topics,
-                &manifest.allowed_buckets,
-                registry.overrides.get(&name),
-            )?;
+            let grants = ResourceGrants::of_manifest(manifest, registry.overrides.get(&name))?;
             (grants, registry.config.backends.database.clone())
         };
         let mut plan = MigrationPlan {

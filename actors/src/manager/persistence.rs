@@ -171,7 +171,6 @@ impl Core {
             let failed_here = registry
                 .failed_here
                 .iter()
-                .filter(|(name, _)| !registry.plugins.contains_key(*name))
                 .map(|(name, info)| (name, info.source.as_ref()));
             running
                 .chain(failed_here)

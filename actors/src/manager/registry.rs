@@ -67,7 +67,8 @@ pub(super) struct Registry {
     pub(super) cluster_failures: BTreeSet<String>,
     /// Of those, the ones whose instance was described before it failed to come up: listed by
     /// this node as `failed` (`PluginInfo.state` is the answering node's), and unloaded or
-    /// reloaded through it like a loaded plugin.
+    /// reloaded through it like a loaded plugin. Never a name of `plugins`: an entry is made
+    /// only for a load that failed, and a commit removes it.
     pub(super) failed_here: BTreeMap<String, PluginInfo>,
     /// During a scan, the plugins of the wave being admitted that passed their checks: taken
     /// as loaded by the checks of the rest of the wave (names and prefixes).
@@ -89,15 +90,19 @@ impl Registry {
 
     /// Every plugin this node lists, sorted by name.
     pub(super) fn listed(&self) -> Vec<PluginInfo> {
-        let failed_here = self
-            .failed_here
+        let mut listed: Vec<PluginInfo> = self
+            .plugins
             .keys()
-            .filter(|name| !self.plugins.contains_key(*name));
-        let names: BTreeSet<&String> = self.plugins.keys().chain(failed_here).collect();
-        names
-            .into_iter()
-            .filter_map(|name| self.listed_info(name).ok())
-            .collect()
+            .filter_map(|name| self.info(name).ok())
+            .chain(self.failed_here.values().cloned())
+            .collect();
+        listed.sort_by(|one, other| {
+            one.description
+                .manifest
+                .name
+                .cmp(&other.description.manifest.name)
+        });
+        listed
     }
 
     /// The plugins that failed to come up here and depend on one of `roots`, directly or

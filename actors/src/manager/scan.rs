@@ -25,8 +25,7 @@ impl Core {
         let mut candidates = Vec::new();
         let mut paths = Vec::new();
         // Every file's instance is created at once, so the engines start in parallel on all the
-        // plugin arbiters; they are checked and admitted one at a time below, in dependency
-        // order, each all or nothing.
+        // plugin arbiters; they are admitted below in waves, in dependency order.
         let sources: Vec<PluginSource> = files
             .iter()
             .map(|relative| PluginSource::File(relative.clone()))
