@@ -19,9 +19,10 @@ cluster nodes="3": infra-up
     cargo build --release -p warden
     bash infra/cluster.sh {{nodes}}
 
-# Start the local stack the gateway tests use, then run every test (cargo builds the `warden`
-# binary the end-to-end tests start, as an integration test of its package).
-test: infra-up
+# Tansu runs on memory storage here: every test makes its own topics, and SQLite is far
+# slower on bursts. Cargo builds the `warden` binary the end-to-end tests start.
+# Start the local stack the tests use, then run every test.
+test: (infra-up "memory")
     cargo test --workspace --lib --bins --tests
 
 # Formatting, lints (warnings are errors) and every test.
@@ -32,19 +33,20 @@ check:
 
 # Measure against DESIGN.md's targets; results go in BENCHMARKS.md by hand. The public
 # listener's part runs wrk against Warden and against Node 20 (tests/benches/http/).
-bench: infra-up
+bench: (infra-up "memory")
     cargo build --release -p warden
     cargo bench -p warden-tests --bench warden
     bash tests/benches/http/bench.sh
 
 # Only the public listener's benchmark (wrk; Node 20 side when node is installed).
-bench-http: infra-up
+bench-http: (infra-up "memory")
     cargo build --release -p warden
     bash tests/benches/http/bench.sh
 
+# Tansu keeps its log on SQLite unless `storage` (or INFRA_TANSU_STORAGE) says memory.
 # Start the local stack (PostgreSQL, Tansu, Garage) and write infra/local.env; safe to rerun.
-infra-up:
-    bash infra/up.sh
+infra-up storage=env_var_or_default("INFRA_TANSU_STORAGE", "sqlite"):
+    INFRA_TANSU_STORAGE={{storage}} bash infra/up.sh
 
 # Stop what infra-up started (never the machine's own PostgreSQL server).
 infra-down:

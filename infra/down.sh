@@ -44,6 +44,7 @@ stop() {
 }
 
 stop tansu "$STATE/tansu.pid" tansu
+rm -f "$STATE/tansu.storage"
 stop garage "$STATE/garage.pid" garage
 
 if [[ -f "$PG_DIR/PG_VERSION" ]]; then

@@ -2,11 +2,13 @@
 # Start Warden's local stack on loopback and write infra/local.env.
 #
 #   PostgreSQL  127.0.0.1:5432  (a server that answers, else the Debian cluster, else a private one)
-#   Tansu       127.0.0.1:9092  (Kafka protocol, memory storage; INFRA_TANSU_STORAGE=sqlite: durable)
+#   Tansu       127.0.0.1:9092  (Kafka protocol, durable SQLite storage; INFRA_TANSU_STORAGE=memory:
+#                               fast, keeps nothing; `just test` and `just bench` ask for it)
 #   Garage      127.0.0.1:3900  (S3 API; RPC 3901, admin 3903)
 #
-# Idempotent: whatever already answers is left alone, so it is safe to run again while the
-# stack runs (`just infra-up`, `just run`). Installs what is missing (tansu and garage with
+# Idempotent: whatever already answers is left alone (except a Tansu this script started on
+# the other storage, which is restarted on the one asked for), so it is safe to run again while
+# the stack runs (`just infra-up`, `just run`). Installs what is missing (tansu and garage with
 # `cargo install`, Debian packages with apt-get). State and logs live in infra/.state/.
 set -euo pipefail
 
@@ -29,9 +31,10 @@ TANSU_FEATURES=dynostore,libsql
 TANSU_INSTALL=(tansu --locked --features "$TANSU_FEATURES")
 TANSU_ADDR=127.0.0.1:9092
 TANSU_DIR="$STATE/tansu"
-# memory (the default: fast, loses everything on a restart) or sqlite (durable, and about 70
-# times slower on the cluster's event bursts; infra/README.md "Kafka that keeps its messages").
-TANSU_STORAGE_KIND="${INFRA_TANSU_STORAGE:-memory}"
+# sqlite (the default: keeps topics, messages, groups and offsets across a restart; about 70
+# times slower on the cluster's event bursts) or memory (fast, loses everything on a restart);
+# infra/README.md "Kafka that keeps its messages".
+TANSU_STORAGE_KIND="${INFRA_TANSU_STORAGE:-sqlite}"
 case "$TANSU_STORAGE_KIND" in
     # Tansu reads a sqlite:// path relative to its working directory: it is started in TANSU_DIR.
     sqlite) TANSU_STORAGE="sqlite://tansu.db" ;;
@@ -40,6 +43,8 @@ case "$TANSU_STORAGE_KIND" in
 esac
 TANSU_LOG="$STATE/tansu.log"
 TANSU_PID="$STATE/tansu.pid"
+# The storage the Tansu this script started runs on.
+TANSU_STORAGE_RECORD="$STATE/tansu.storage"
 
 GARAGE_INSTALL=(garage@2.5.0 --locked)
 GARAGE_DIR="$STATE/garage"
@@ -72,7 +77,9 @@ port_open() { # host port
 }
 
 pid_alive() { # pidfile
-    [[ -f "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null
+    # A killed process whose parent is gone may linger as a zombie: that is not alive.
+    [[ -f "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null &&
+        [[ "$(awk '{print $3}' "/proc/$(cat "$1")/stat" 2>/dev/null)" != Z ]]
 }
 
 # wait_for <description> <logfile> <command...>: poll until the command succeeds.
@@ -297,10 +304,31 @@ SQL
 
 tansu_answers() { port_open "${TANSU_ADDR%:*}" "${TANSU_ADDR#*:}"; }
 
+# Stops the Tansu this script started (the pid file names it), and waits for its port to close.
+stop_tansu() {
+    local pid
+    pid="$(cat "$TANSU_PID")"
+    # Only the process this script started: a recycled pid is left alone.
+    [[ "$(cat "/proc/$pid/comm" 2>/dev/null)" == tansu ]] || die "tansu: pid $pid is not tansu; stop it by hand"
+    kill "$pid" 2>/dev/null || true
+    local deadline=$((SECONDS + WAIT_SECONDS))
+    while kill -0 "$pid" 2>/dev/null || tansu_answers; do
+        ((SECONDS < deadline)) || die "tansu: pid $pid did not stop within ${WAIT_SECONDS}s"
+        sleep 0.2
+    done
+    rm -f "$TANSU_PID" "$TANSU_STORAGE_RECORD"
+}
+
 up_tansu() {
     if tansu_answers; then
-        log "tansu: $TANSU_ADDR answers; using it"
-        return
+        local running
+        running="$(cat "$TANSU_STORAGE_RECORD" 2>/dev/null || true)"
+        if ! pid_alive "$TANSU_PID" || [[ "$running" == "$TANSU_STORAGE_KIND" ]]; then
+            log "tansu: $TANSU_ADDR answers; using it"
+            return
+        fi
+        log "tansu: pid $(cat "$TANSU_PID") runs on ${running:-an unrecorded} storage; restarting it on $TANSU_STORAGE_KIND"
+        stop_tansu
     fi
     if pid_alive "$TANSU_PID"; then
         log "tansu: pid $(cat "$TANSU_PID") is starting; waiting"
@@ -314,6 +342,7 @@ up_tansu() {
             --storage-engine "$TANSU_STORAGE") \
             >>"$TANSU_LOG" 2>&1 </dev/null 9>&- &
         echo $! >"$TANSU_PID"
+        echo "$TANSU_STORAGE_KIND" >"$TANSU_STORAGE_RECORD"
     fi
     local deadline=$((SECONDS + WAIT_SECONDS))
     until tansu_answers; do

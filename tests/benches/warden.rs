@@ -61,15 +61,19 @@ fn main() {
                 cluster::event_crossing(400, 100_000, listeners).await;
             }
         }
-        if !runs("gateways") {
+        // `database` runs the PostgreSQL rows of `gateways` alone (a profile of one gateway).
+        let (all_gateways, database) = (runs("gateways"), runs("database"));
+        if !all_gateways && !database {
             return;
         }
         match gateways::stack() {
             Some(backends) => {
                 for concurrency in [1, 32] {
                     gateways::postgres_point_query(&backends, concurrency).await;
-                    gateways::kafka_produce(&backends, concurrency).await;
-                    gateways::s3_put_get(&backends, concurrency).await;
+                    if all_gateways {
+                        gateways::kafka_produce(&backends, concurrency).await;
+                        gateways::s3_put_get(&backends, concurrency).await;
+                    }
                 }
                 gateways::postgres_transaction(&backends, 32).await;
             }

@@ -1,7 +1,7 @@
-//! The local stack's durable Kafka: Tansu on SQLite storage, as `infra/up.sh` starts it with
-//! `INFRA_TANSU_STORAGE=sqlite`, keeps topics and messages across a broker that is killed and
-//! started again. The test runs a Tansu of its own, on its own port and database file, so the
-//! stack that the other tests use (on memory storage by default) is never restarted under them.
+//! The local stack's durable Kafka: Tansu on SQLite storage, as `infra/up.sh` starts it by
+//! default, keeps topics and messages across a broker that is killed and started again. The test
+//! runs a Tansu of its own, on its own port and database file, so the stack that the other tests
+//! use (on memory storage under `just test`) is never restarted under them.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -32,7 +32,7 @@ fn tansu_binary() -> PathBuf {
 }
 
 /// One Tansu broker on `address`, storing in `tansu.db` of a directory, as `infra/up.sh` runs it
-/// with `INFRA_TANSU_STORAGE=sqlite`.
+/// by default.
 struct Broker {
     child: Child,
 }
