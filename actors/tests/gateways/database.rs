@@ -925,3 +925,90 @@ async fn the_session_reset_clears_settings_locks_cursors_and_listeners() {
         "no advisory lock, listener or cursor survives the reset"
     );
 }
+
+#[actix_rt::test]
+async fn connections_left_idle_after_a_burst_of_queued_statements_were_reset_last() {
+    let backend = backend();
+    let gateway = TestGateway::start_with(&["points"], backend.clone());
+    gateway
+        .command(
+            "CREATE TABLE points (id int4 PRIMARY KEY, value text)",
+            vec![],
+        )
+        .await
+        .expect("create");
+    gateway
+        .command(
+            "INSERT INTO points SELECT n, 'value ' || n FROM generate_series(1, 100) AS s(n)",
+            vec![],
+        )
+        .await
+        .expect("insert");
+    // Many more statements in flight than the plugin's share of connections, so most of them
+    // queue for a connection and are handed one straight from the statement before.
+    let burst: Vec<_> = (0..400)
+        .map(|n| {
+            gateway.query(
+                "SELECT value FROM points WHERE id = $1",
+                vec![json!(n % 100 + 1)],
+            )
+        })
+        .collect();
+    for (n, rows) in futures::future::join_all(burst)
+        .await
+        .into_iter()
+        .enumerate()
+    {
+        assert_eq!(
+            rows.expect("point query"),
+            vec![json!({ "value": format!("value {}", n % 100 + 1) })]
+        );
+    }
+    let role = backend.role_of(&gateway.plugin).expect("roles are on");
+    let client = backend.pool().get().await.expect("test database answers");
+    let sessions = client
+        .query(
+            "SELECT state, query FROM pg_stat_activity WHERE usename = $1",
+            &[&role],
+        )
+        .await
+        .expect("sessions");
+    assert!(!sessions.is_empty(), "the plugin keeps idle connections");
+    for session in &sessions {
+        let (state, query): (Option<String>, Option<String>) = (session.get(0), session.get(1));
+        assert_eq!(
+            (state.as_deref(), query.as_deref()),
+            (Some("idle"), Some(SESSION_RESET)),
+            "an idle connection of the plugin ran the session reset last"
+        );
+    }
+    drop(client);
+    gateway
+        .command("DROP TABLE points", vec![])
+        .await
+        .expect("drop");
+}
+
+#[actix_rt::test]
+async fn a_statement_new_to_its_connection_runs_before_the_reset() {
+    let backend = backend();
+    let gateway = TestGateway::start_with(&[], backend.clone());
+    // Preparing a text the connection has not seen is a round of its own; the reset sent
+    // behind the statement must still reach the server after the statement's execution.
+    let rows = gateway
+        .query("SELECT 41 + 1 AS answer", vec![])
+        .await
+        .expect("query");
+    assert_eq!(rows, vec![json!({ "answer": 42 })]);
+    let role = backend.role_of(&gateway.plugin).expect("roles are on");
+    let client = backend.pool().get().await.expect("test database answers");
+    let sessions = client
+        .query(
+            "SELECT query FROM pg_stat_activity WHERE usename = $1",
+            &[&role],
+        )
+        .await
+        .expect("sessions");
+    let last: Vec<Option<String>> = sessions.iter().map(|row| row.get(0)).collect();
+    assert_eq!(last, vec![Some(SESSION_RESET.to_owned())]);
+}

@@ -23,7 +23,7 @@ use warden_runtime::{sha256_hex, Error, Result};
 use super::roles::quote_identifier;
 use super::transaction::HeldConnection;
 use super::{
-    check_dropped_indexes, checked_statement, connection, database_error, DatabaseBackend,
+    check_dropped_indexes, checked_statement, clean_connection, database_error, DatabaseBackend,
     DatabaseGateway,
 };
 
@@ -130,7 +130,7 @@ impl Handler<ApplyMigrations> for DatabaseGateway {
                 .statement_timeout
                 .max(MIGRATION_TIME_LIMIT);
             let deadline = tokio::time::Instant::now() + limit;
-            let held = HeldConnection::new(connection(&connections.pool, deadline).await?);
+            let held = HeldConnection::new(clean_connection(&connections.pool, deadline).await?);
             let batch = Batch {
                 plugin: &opener.plugin,
                 grants: &opener.grants,

@@ -41,6 +41,7 @@ pub use transaction::{AbandonTransactions, BeginTransaction, EndTransaction};
 
 use connections::{
     ConnectionError, PluginConnectionManager, PluginConnectionPool, IDLE_CONNECTION_LIFETIME,
+    MAX_TIME_BETWEEN_RESETS,
 };
 #[cfg(test)]
 use parameters::is_numeric_literal;
@@ -48,7 +49,7 @@ use parameters::{bind_parameters, shortened};
 use roles::{PluginDatabaseAccess, PluginPool};
 use rows::{raw_size, row_to_json};
 use statements::{
-    check_dropped_indexes, connection, run_in_transaction, run_statement, ResultLimits,
+    check_dropped_indexes, clean_connection, run_in_transaction, run_statement, ResultLimits,
 };
 use transaction::{OpenTransaction, PluginTransactions};
 
@@ -524,7 +525,7 @@ impl Handler<ExecuteSql> for DatabaseGateway {
         Box::pin(async move {
             let connections = opener.open().await?;
             if !checked.dropped_indexes.is_empty() {
-                let connection = connection(&connections.pool, deadline).await?;
+                let connection = clean_connection(&connections.pool, deadline).await?;
                 check_dropped_indexes(&connection.client, &checked, &opener.grants).await?;
             }
             let changes_shared_tables = checked.changes_shared_tables();
@@ -536,6 +537,7 @@ impl Handler<ExecuteSql> for DatabaseGateway {
             }
             let outcome = run_statement(
                 &connections.pool,
+                connections.role.is_some(),
                 &checked,
                 &parameters,
                 expect,

@@ -11,6 +11,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io::Read as _;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 use deadpool::managed::Pool as ManagedPool;
@@ -494,12 +495,13 @@ impl PluginDatabaseAccess {
                 config,
                 NoTls,
                 ManagerConfig {
-                    // Each statement sends the full reset behind itself (`SESSION_RESET`); the
-                    // checkout only checks that the connection is alive.
+                    // Statements send the reset behind themselves (`SESSION_RESET`, see
+                    // `SessionUse`); the checkout only checks that the connection is alive.
                     recycling_method: RecyclingMethod::Fast,
                 },
             ),
             access: Arc::clone(&self.shared),
+            sweep_pending: AtomicBool::new(false),
         };
         let pool = ManagedPool::builder(manager)
             .max_size(max_size.max(1))

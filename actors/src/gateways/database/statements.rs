@@ -1,6 +1,8 @@
 //! Running one checked statement: on any of the plugin's connections (with the session reset
-//! pipelined behind it) or inside an open transaction, cancelled at the call time limit, with
-//! results bounded in rows and bytes as they stream in.
+//! pipelined behind it, or within the bounds of
+//! [`SessionUse`](super::connections::SessionUse) after it) or inside an open
+//! transaction, cancelled at the call time limit, with results bounded in rows and bytes as
+//! they stream in.
 
 use super::*;
 
@@ -84,10 +86,12 @@ pub(super) async fn check_dropped_indexes(
     for index in &checked.dropped_indexes {
         let table: Option<String> = client
             .query_opt(
-                "SELECT tables.relname FROM pg_index ix \
-                 JOIN pg_class indexes ON indexes.oid = ix.indexrelid \
-                 JOIN pg_class tables ON tables.oid = ix.indrelid \
-                 WHERE indexes.relname = $1 AND indexes.relnamespace = 'public'::regnamespace",
+                // Qualified, so that no session setting (`search_path`) can redirect the lookup.
+                "SELECT tables.relname FROM pg_catalog.pg_index ix \
+                 JOIN pg_catalog.pg_class indexes ON indexes.oid = ix.indexrelid \
+                 JOIN pg_catalog.pg_class tables ON tables.oid = ix.indrelid \
+                 WHERE indexes.relname = $1 \
+                 AND indexes.relnamespace = 'public'::pg_catalog.regnamespace",
                 &[index],
             )
             .await
@@ -133,44 +137,185 @@ impl Drop for CancelOnDrop {
     }
 }
 
+/// A pooled plugin connection, checked out.
+type PooledConnection = deadpool::managed::Object<PluginConnectionManager>;
+
+/// Gets one of the plugin's connections before `deadline`, its session reset if a statement
+/// ran on it since the last reset: what runs next relies on a clean session (a transaction, a
+/// migration, Warden's own catalog lookup).
+pub(super) async fn clean_connection(
+    pool: &PluginConnectionPool,
+    deadline: tokio::time::Instant,
+) -> Result<PooledConnection> {
+    let connection = connection(pool, deadline).await?;
+    if connection.session.needs_reset() {
+        return reset_on_its_own(connection, deadline).await;
+    }
+    Ok(connection)
+}
+
+/// Resets a connection's session on a round of its own. A connection whose reset failed or
+/// did not finish by `deadline` is closed rather than reused.
+async fn reset_on_its_own(
+    mut connection: PooledConnection,
+    deadline: tokio::time::Instant,
+) -> Result<PooledConnection> {
+    let reset = tokio::time::timeout_at(deadline, connection.client.batch_execute(SESSION_RESET));
+    match reset.await {
+        Ok(Ok(())) => {
+            connection.session.was_reset();
+            Ok(connection)
+        }
+        outcome => {
+            tracing::warn!(
+                ?outcome,
+                "a plugin connection could not be reset; it is closed"
+            );
+            let _ = deadpool::managed::Object::take(connection);
+            Err(Error::Database {
+                sqlstate: CONNECTION_FAILURE.to_owned(),
+                message: "a database connection could not be reset".to_owned(),
+            })
+        }
+    }
+}
+
 /// Runs a checked statement on one of the plugin's connections, cancelled at `deadline`.
+///
+/// The session reset is sent right behind the statement on the same connection (tokio-postgres
+/// pipelines them), so the connection goes back to the pool clean without a round trip of its
+/// own at the next checkout. On the plugin's own pool (`own_pool`), while every one of its
+/// connections is open and statements of the plugin wait for one, the reset may be left out
+/// within the bounds of [`SessionUse`](super::connections::SessionUse); a connection past them,
+/// or that nobody waits for, is then reset on a round of its own before it goes back.
 pub(super) async fn run_statement(
     pool: &PluginConnectionPool,
+    own_pool: bool,
     checked: &CheckedStatement,
     parameters: &[Value],
     expect: Expect,
     limits: ResultLimits,
     deadline: tokio::time::Instant,
 ) -> Result<SqlOutcome> {
-    let connection = connection(pool, deadline).await?;
-    let client = &connection.client;
-    let cancel = CancelOnDrop(Some(client.cancel_token()));
-    let work = run_checked(client, checked, parameters, expect, limits);
-    // The session reset is sent right behind the statement on the same connection (tokio-postgres
-    // pipelines them), so the connection goes back to the pool clean without a round trip of its
-    // own at the next checkout.
-    let with_reset = async { futures::join!(work, client.batch_execute(SESSION_RESET)) };
-    let outcome = match tokio::time::timeout_at(deadline, with_reset).await {
-        Ok((outcome, reset)) => {
-            cancel.finished();
-            if let Err(error) = reset {
-                tracing::warn!(%error, "a plugin connection could not be reset; it is closed");
-                let _ = deadpool::managed::Object::take(connection);
-                return outcome;
-            }
-            outcome
-        }
+    let mut connection = connection(pool, deadline).await?;
+    let saturated = || own_pool && pool_is_saturated(pool);
+    let started = tokio::time::Instant::now();
+    let reset_behind = connection.session.reset_behind_next(saturated(), started);
+    let cancel = CancelOnDrop(Some(connection.client.cancel_token()));
+    let run = run_then_reset(
+        &connection.client,
+        checked,
+        parameters,
+        (expect, limits),
+        reset_behind,
+    );
+    let (outcome, reset) = match tokio::time::timeout_at(deadline, run).await {
+        Ok(ran) => ran,
         Err(_) => {
             // Dropping `cancel` cancels the statement on the server; the connection, whose
             // reset may not have run, is closed rather than reused.
             let _ = deadpool::managed::Object::take(connection);
             return Err(statement_timed_out("the statement ran"));
         }
-    }?;
-    if checked.changes_schema {
+    };
+    cancel.finished();
+    match reset {
+        Some(Ok(())) => connection.session.was_reset(),
+        Some(Err(error)) => {
+            tracing::warn!(%error, "a plugin connection could not be reset; it is closed");
+            let _ = deadpool::managed::Object::take(connection);
+            return outcome;
+        }
+        None => connection.session.ran_without_reset(started),
+    }
+    if connection.session.needs_reset() {
+        let now = tokio::time::Instant::now();
+        if connection.session.past_bounds(now) || !saturated() {
+            // A connection nobody takes straight from here is reset before it sits idle (one
+            // that cannot be reset is closed; the statement's outcome stands).
+            drop(reset_on_its_own(connection, deadline).await);
+        } else {
+            drop(connection);
+            // Should the waiter give up or be served by another connection, this one would sit
+            // idle with its session as the statement left it: it is closed then.
+            close_unreset_idle_connections_soon(pool);
+        }
+    }
+    if outcome.is_ok() && checked.changes_schema {
         pool.manager().clear_statement_caches();
     }
-    Ok(outcome)
+    outcome
+}
+
+/// Every connection of the pool is open and statements wait for one of them, so a connection
+/// handed back goes to one of those statements rather than sitting idle (a statement still
+/// opening a connection of its own is counted as waiting too, hence the size).
+fn pool_is_saturated(pool: &PluginConnectionPool) -> bool {
+    let status = pool.status();
+    status.size >= status.max_size && status.waiting > 0
+}
+
+/// A moment from now (the longest a session may go unreset), closes the pool's idle
+/// connections whose session was not reset. One such sweep is pending per pool at a time.
+fn close_unreset_idle_connections_soon(pool: &PluginConnectionPool) {
+    if !pool.manager().schedule_sweep() {
+        return;
+    }
+    let pool = pool.weak();
+    tokio::spawn(async move {
+        tokio::time::sleep(MAX_TIME_BETWEEN_RESETS).await;
+        if let Some(pool) = pool.upgrade() {
+            pool.manager().sweep_started();
+            pool.retain(|connection, _| !connection.session.needs_reset());
+        }
+    });
+}
+
+/// Runs a checked statement on `client`, with the session reset behind it when `reset_behind`;
+/// answers the statement's outcome and the reset's (`None`: the session was not reset after
+/// the statement).
+///
+/// The statement is prepared before the reset is sent: preparing a statement that is not in the
+/// cache is a round of its own, and the reset must reach the server after the statement's
+/// execution, not between its preparation and its execution.
+async fn run_then_reset(
+    client: &ClientWrapper,
+    checked: &CheckedStatement,
+    parameters: &[Value],
+    (expect, limits): (Expect, ResultLimits),
+    reset_behind: bool,
+) -> (
+    Result<SqlOutcome>,
+    Option<std::result::Result<(), tokio_postgres::Error>>,
+) {
+    if !reset_behind {
+        return (
+            run_checked(client, checked, parameters, expect, limits).await,
+            None,
+        );
+    }
+    let statement = match prepare(client, checked).await {
+        Ok(statement) => statement,
+        Err(error) => return (Err(error), None),
+    };
+    let (outcome, reset) = futures::join!(
+        run_prepared(client, &statement, parameters, expect, limits),
+        client.batch_execute(SESSION_RESET)
+    );
+    match outcome {
+        Err(error) if is_stale_plan(&error) => {
+            // PostgreSQL refused before running anything, so running again is safe; the run
+            // again comes after the reset, so the session counts as not reset.
+            drop(statement);
+            client.statement_cache.remove(&checked.sql, &[]);
+            let again = match prepare(client, checked).await {
+                Ok(statement) => run_prepared(client, &statement, parameters, expect, limits).await,
+                Err(error) => Err(error),
+            };
+            (again, reset.err().map(Err))
+        }
+        outcome => (outcome, Some(reset)),
+    }
 }
 
 /// Prepares (or recalls) a checked statement and runs it on `client`.

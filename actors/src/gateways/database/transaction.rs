@@ -20,7 +20,7 @@ use warden_runtime::transactions::TransactionOptions;
 use warden_runtime::{Error, Result};
 
 use super::connections::PluginConnectionManager;
-use super::{connection, database_error, DatabaseGateway};
+use super::{clean_connection, database_error, DatabaseGateway};
 
 /// The end of a transaction followed by the session reset (`SESSION_RESET`, as the test
 /// below checks).
@@ -294,7 +294,7 @@ impl Handler<BeginTransaction> for DatabaseGateway {
         let begin = async move {
             let connections = opener.open().await?;
             let deadline = tokio::time::Instant::now() + limit;
-            let held = HeldConnection::new(connection(&connections.pool, deadline).await?);
+            let held = HeldConnection::new(clean_connection(&connections.pool, deadline).await?);
             Ok(OpenTransaction::new(held, message.options))
         };
         Box::pin(begin.into_actor(self).map(move |opened, gateway, context| {
