@@ -40,6 +40,12 @@ fn main() {
             engine_creation(1_000);
             load_and_unload(1_000).await;
             execute_in_process(200_000, 64).await;
+        }
+        // `execute` runs the in-process `execute` row alone (a profile of the call path).
+        if runs("execute") {
+            execute_in_process(400_000, 64).await;
+        }
+        if runs("core") {
             for listeners in [1, 10, 100] {
                 js_event_deliveries(listeners, 1_000_000, false).await;
             }
