@@ -41,7 +41,10 @@ fn main() {
             load_and_unload(1_000).await;
             execute_in_process(200_000, 64).await;
         }
-        // `execute` runs the in-process `execute` row alone (a profile of the call path).
+        // `load` and `execute` run one row set of `core` alone (a profile of one path).
+        if runs("load") {
+            load_and_unload(1_000).await;
+        }
         if runs("execute") {
             execute_in_process(400_000, 64).await;
         }
