@@ -147,11 +147,19 @@ pub(super) async fn clean_connection(
     pool: &PluginConnectionPool,
     deadline: tokio::time::Instant,
 ) -> Result<PooledConnection> {
-    let connection = connection(pool, deadline).await?;
-    if connection.session.needs_reset() {
-        return reset_on_its_own(connection, deadline).await;
+    // A connection whose reset fails is closed; another one (a new one if need be) serves.
+    let mut attempts_left = 2;
+    loop {
+        let checked_out = connection(pool, deadline).await?;
+        if !checked_out.session.needs_reset() {
+            return Ok(checked_out);
+        }
+        attempts_left -= 1;
+        match reset_on_its_own(checked_out, deadline).await {
+            Err(_) if attempts_left > 0 => continue,
+            reset => return reset,
+        }
     }
-    Ok(connection)
 }
 
 /// Resets a connection's session on a round of its own. A connection whose reset failed or
