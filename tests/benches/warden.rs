@@ -43,6 +43,7 @@ fn main() {
         }
         // `load` and `execute` run one row set of `core` alone (a profile of one path).
         if runs("load") {
+            engine_creation(1_000);
             load_and_unload(1_000).await;
         }
         if runs("execute") {

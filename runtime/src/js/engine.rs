@@ -91,11 +91,7 @@ impl JsEngine {
             let module = unsafe { Module::load(ctx.clone(), prelude) }?;
             let (module, _evaluated) = module.eval()?;
             let bootstrap: Function = module.get("default")?;
-            let api: Object = bootstrap.call((natives,))?;
-            let define: Function = ctx.eval(
-                "(name, value) => Object.defineProperty(globalThis, name, { value, writable: false, configurable: false, enumerable: false })",
-            )?;
-            define.call::<_, ()>((HOST_API_GLOBAL, api))?;
+            bootstrap.call::<_, ()>((natives, HOST_API_GLOBAL))?;
             Ok(())
         })?;
         Ok(engine)

@@ -2,8 +2,9 @@
 // module, and receives `host`: the native functions through which the plugin reaches Warden.
 // It keeps every JavaScript callback (timers, listeners, pending promises) in its own maps, so the
 // Rust side never holds a handle into the heap. It returns the entry points the host calls.
-// It is a module, compiled to bytecode once per process and loaded into every engine.
-export default function bootstrap(host) {
+// It is a module, compiled to bytecode once per process and loaded into every engine. Its entry
+// points go on the global named `apiGlobal`, which no plugin code can replace or delete.
+export default function bootstrap(host, apiGlobal) {
 
   // The built-ins the host's own paths use, taken before any plugin code runs: a plugin may
   // replace the globals in its heap, never what Warden relies on to check its answers.
@@ -794,5 +795,5 @@ export default function bootstrap(host) {
       state.ops.clear();
     },
   };
-  return api;
+  Object.defineProperty(globalThis, apiGlobal, { value: api, writable: false, configurable: false, enumerable: false });
 }
