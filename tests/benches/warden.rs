@@ -163,6 +163,10 @@ fn resident_bytes() -> u64 {
         .map_or(0, |kib| kib * 1024)
 }
 
+fn mean(durations: &[Duration]) -> Duration {
+    durations.iter().sum::<Duration>() / durations.len().max(1) as u32
+}
+
 fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
     let index = ((sorted.len() as f64 - 1.0) * fraction).round() as usize;
     sorted[index.min(sorted.len() - 1)]
@@ -261,13 +265,12 @@ async fn load_and_unload(count: usize) {
         loads.push(started.elapsed());
     }
     let after = resident_bytes();
-    let total: Duration = loads.iter().sum();
     loads.sort();
     report(
         &format!("load + initialize, {count} small JS plugins, mean per plugin"),
         format!(
             "{:.3} ms (p50 {:.3} ms, p99 {:.3} ms)",
-            total.as_secs_f64() * 1e3 / count as f64,
+            mean(&loads).as_secs_f64() * 1e3,
             percentile(&loads, 0.5).as_secs_f64() * 1e3,
             percentile(&loads, 0.99).as_secs_f64() * 1e3
         ),
@@ -292,10 +295,9 @@ async fn load_and_unload(count: usize) {
     }
     let (without_cleanup, with_cleanup) = unloads.split_at(count / 2);
     for (what, unloads) in [("without", without_cleanup), ("with", with_cleanup)] {
-        let total: Duration = unloads.iter().sum();
         report(
             &format!("unload, mean per plugin, {what} a cleanup()"),
-            format!("{:.1} µs", total.as_secs_f64() * 1e6 / unloads.len() as f64),
+            format!("{:.1} µs", mean(unloads).as_secs_f64() * 1e6),
             "≤ 50 µs",
         );
     }
@@ -311,9 +313,8 @@ async fn load_and_unload(count: usize) {
         format!("{scan_ms:.3} ms"),
         "≤ 0.20 ms mean",
     );
-    // One after another, each unload with a `cleanup()` also waits behind the plugin thread
-    // freeing the engines unloaded just before (disposal follows the answer); spaced apart, an
-    // unload meets idle plugin threads, as an operator's single unload does.
+    // Spaced apart, no earlier unload's work (the disposal that follows its answer) is still
+    // running on the plugin threads, as for an operator's single unload.
     let mut spaced = Vec::new();
     for index in (count / 2..count).take(200) {
         tokio::time::sleep(Duration::from_millis(2)).await;
@@ -324,13 +325,12 @@ async fn load_and_unload(count: usize) {
             .expect("unload");
         spaced.push(started.elapsed());
     }
-    let total: Duration = spaced.iter().sum();
     spaced.sort();
     report(
         "unload with a cleanup(), one at a time, 2 ms apart (plugin threads idle), mean",
         format!(
             "{:.1} µs (p99 {:.1} µs)",
-            total.as_secs_f64() * 1e6 / spaced.len() as f64,
+            mean(&spaced).as_secs_f64() * 1e6,
             percentile(&spaced, 0.99).as_secs_f64() * 1e6
         ),
         "≤ 100 µs",

@@ -312,15 +312,10 @@ async fn run_then_reset(
     );
     match outcome {
         Err(error) if is_stale_plan(&error) => {
-            // PostgreSQL refused before running anything, so running again is safe; the run
-            // again comes after the reset, so the session counts as not reset.
+            // The run again comes after the reset, so the session counts as not reset.
             drop(statement);
-            client.statement_cache.remove(&checked.sql, &[]);
-            let again = match prepare(client, checked).await {
-                Ok(statement) => run_prepared(client, &statement, parameters, expect, limits).await,
-                Err(error) => Err(error),
-            };
-            (again, reset.err().map(Err))
+            let again = run_again_after_stale_plan(client, checked, parameters, expect, limits);
+            (again.await, reset.err().map(Err))
         }
         outcome => (outcome, Some(reset)),
     }
@@ -337,14 +332,25 @@ pub(super) async fn run_checked(
     let statement = prepare(client, checked).await?;
     match run_prepared(client, &statement, parameters, expect, limits).await {
         Err(error) if is_stale_plan(&error) => {
-            // PostgreSQL refused before running anything, so running again is safe.
             drop(statement);
-            client.statement_cache.remove(&checked.sql, &[]);
-            let statement = prepare(client, checked).await?;
-            run_prepared(client, &statement, parameters, expect, limits).await
+            run_again_after_stale_plan(client, checked, parameters, expect, limits).await
         }
         outcome => outcome,
     }
+}
+
+/// Prepares a statement whose cached plan PostgreSQL refused as stale, and runs it again:
+/// PostgreSQL refused before running anything, so running again is safe.
+async fn run_again_after_stale_plan(
+    client: &ClientWrapper,
+    checked: &CheckedStatement,
+    parameters: &[Value],
+    expect: Expect,
+    limits: ResultLimits,
+) -> Result<SqlOutcome> {
+    client.statement_cache.remove(&checked.sql, &[]);
+    let statement = prepare(client, checked).await?;
+    run_prepared(client, &statement, parameters, expect, limits).await
 }
 
 pub(super) async fn prepare(
